@@ -131,7 +131,11 @@ def default_classes(kind: HazardKind, units: str | None = None) -> SeverityClass
             f"no default class breaks for hazard kind {kind.value!r}; give breaks explicitly"
         )
     breaks = DEFAULT_BREAKS[kind]
-    labels = _ROMAN[: len(breaks)] if kind is HazardKind.SHAKING_MMI else ()
+    labels: tuple[str, ...] = ()
+    if kind is HazardKind.SHAKING_MMI:
+        labels = _ROMAN[: len(breaks)]
+    elif kind is HazardKind.PROBABILITY:
+        labels = _range_labels(tuple(100 * b for b in breaks), "%")
     return SeverityClasses(breaks, units or DEFAULT_UNITS.get(kind, ""), tuple(labels))
 
 
@@ -151,15 +155,28 @@ def classify(values: np.ndarray, breaks: Sequence[float]) -> np.ndarray:
         Array of the same shape; ``k`` where ``breaks[k-1] <= v < breaks[k]``.
     """
     validate_breaks(breaks)
-    edges = np.asarray(breaks, dtype=values.dtype if values.dtype.kind == "f" else "float64")
-    # side="right": a value equal to a break belongs to the class that break opens.
-    out = np.searchsorted(edges, values, side="right").astype(np.uint8)
-    out[np.isnan(values)] = 0
+    if len(breaks) > _COMPARE_MAX_BREAKS:
+        edges = np.asarray(breaks, dtype="float64")
+        # side="right": a value equal to a break belongs to the class that break opens.
+        out = np.searchsorted(edges, values, side="right").astype(np.uint8)
+        out[np.isnan(values)] = 0
+        return out
+    # Few breaks: one comparison pass per break is several times faster than a binary
+    # search per value, and NaN compares False, so no-data stays in class 0 for free.
+    out = np.zeros(values.shape, dtype=np.uint8)
+    scratch = np.empty(values.shape, dtype=bool)
+    for b in breaks:
+        np.greater_equal(values, b, out=scratch)
+        out += scratch
     return out
 
 
+_COMPARE_MAX_BREAKS = 12
+
+
 def _range_labels(breaks: tuple[float, ...], units: str) -> tuple[str, ...]:
-    suffix = f" {units}" if units else ""
+    # Dimensionless units ("1") add nothing a reader could use.
+    suffix = "" if units in ("", "1") else ("%" if units == "%" else f" {units}")
     labels = []
     for i, lo in enumerate(breaks):
         if i + 1 < len(breaks):

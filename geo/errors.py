@@ -39,3 +39,19 @@ class GeometryRepairedWarning(UserWarning):
 
 class EmptyFootprintWarning(UserWarning):
     """A hazard produced no cell in any severity class."""
+
+
+class InvalidOptionError(GeoError, ValueError):
+    """An option has a value outside its closed vocabulary (e.g. an unknown resampling)."""
+
+
+class MissingZoneRateError(GeoError, ValueError):
+    """A per-zone rate table lacks zones that hold people; the message lists them."""
+
+
+class CacheFormatError(GeoError, ValueError):
+    """Cached bytes of a core value (e.g. an access baseline) are unreadable or outdated."""
+
+
+class TargetsIgnoredWarning(UserWarning):
+    """Some travel-time targets were ignored: outside the friction grid or on impassable cells."""

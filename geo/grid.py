@@ -139,7 +139,7 @@ class Grid:
         from pyproj import Proj, Transformer
         from scipy.interpolate import RegularGridInterpolator
 
-        unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
+        unit = metres_per_unit(self.crs)
         nominal_m2 = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
         nominal_m2 *= unit * unit
         step = _AREA_FACTOR_STEP_CELLS
@@ -177,3 +177,21 @@ def require_same_crs(a: CRS, b: CRS, what_a: str, what_b: str) -> None:
             f"{what_a} is in {CRS.from_user_input(a).to_string()} but {what_b} is in "
             f"{CRS.from_user_input(b).to_string()}; reproject one of them first"
         )
+
+
+_UNIT_NAME_METRES = {"metre": 1.0, "meter": 1.0, "m": 1.0, "kilometre": 1000.0,
+                     "foot": 0.3048, "us survey foot": 1200 / 3937}
+
+
+def metres_per_unit(crs: CRS) -> float:
+    """Length of one unit of a projected CRS's first axis in metres (1.0 when unstated).
+
+    Some CRSs built from WKT1 report no conversion factor (``NaN``); the unit name is used then.
+    """
+    if not crs.axis_info:
+        return 1.0
+    axis = crs.axis_info[0]
+    factor = axis.unit_conversion_factor
+    if factor is not None and np.isfinite(factor) and factor > 0:
+        return float(factor)
+    return _UNIT_NAME_METRES.get((axis.unit_name or "").strip().lower(), 1.0)

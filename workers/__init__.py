@@ -1,1 +1,1 @@
-"""Wiring: the command line, pipelines and (later) Celery tasks that drive feeds -> geo -> alerts."""
+"""Wiring: the command line and (later) Celery tasks driving feeds -> geo -> alerts."""

@@ -1,0 +1,1 @@
+"""The ``tocsin`` command line: thin commands over job functions."""

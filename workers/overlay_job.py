@@ -1,0 +1,200 @@
+"""The analyst's overlay as a job: files in, files out.
+
+Reads a hazard feed file and a region pack, runs :func:`geo.overlay.run_overlay`, and writes
+``exposure.csv``, ``access.csv``, ``footprint.gpkg``, ``map.png`` and ``report.html``. The
+command line and (later) the workers call this same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tomli_w
+
+from feeds.read import read_hazard
+from feeds.region import load_region_pack
+from geo.classes import SeverityClasses, default_classes
+from geo.hazard import HazardGrid
+from geo.maps import render_overlay_map
+from geo.overlay import OverlayCache, OverlayOptions, OverlayResult, run_overlay
+from geo.privacy import suppress_small_counts
+from geo.region import RegionPack
+from geo.report import map_alt_text, render_report
+
+ProgressFn = Callable[[str], None]
+"""Called with the name of each step as it starts (drives a progress bar)."""
+
+STEPS = ("read hazard", "load region", "overlay", "write tables", "draw map", "write report")
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayJob:
+    """What to overlay and where to write it.
+
+    Attributes:
+        hazard_path: the hazard feed file.
+        out_dir: where the outputs go (created).
+        region_manifest: a region pack manifest; or else ``population`` (and ``zones``).
+        population: a population raster, when there is no region pack.
+        population_kind: ``counts`` or ``density`` (people per km2).
+        zones: admin units for ``population``.
+        zone_id_field: the id column of ``zones``.
+        zones_crs: CRS for ``zones`` when the file has none.
+        breaks: class breaks, or ``None`` for the hazard kind's defaults.
+        audience: ``public`` hides small registry-derived counts; ``owner`` shows all.
+        impassable_from_class: hazard class from which cells block travel (``None``: the
+            kind's default).
+    """
+
+    hazard_path: Path
+    out_dir: Path
+    region_manifest: Path | None = None
+    population: Path | None = None
+    population_kind: str = "counts"
+    zones: Path | None = None
+    zone_id_field: str = "zone_id"
+    zones_crs: str | None = None
+    breaks: tuple[float, ...] | None = None
+    audience: str = "public"
+    impassable_from_class: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayOutputs:
+    """Paths written by a job, and the result they came from."""
+
+    result: OverlayResult
+    hazard: HazardGrid
+    exposure_csv: Path
+    access_csv: Path
+    footprint_gpkg: Path
+    map_png: Path
+    report_html: Path
+
+
+def run_overlay_job(
+    job: OverlayJob,
+    read_options: object | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    cache: OverlayCache | None = None,
+    region: RegionPack | None = None,
+) -> OverlayOutputs:
+    """Run one overlay from files and write its outputs.
+
+    Args:
+        job: inputs and output folder.
+        read_options: :class:`feeds.base.ReadOptions` for the hazard (variable, time...).
+        progress: called with each step's name.
+        cache: zone rasters and access baselines reused across jobs on one region.
+        region: an already loaded region pack (skips loading ``job``'s layers).
+
+    Raises:
+        FeedError: a file could not be read. GeoError: the overlay could not be computed.
+    """
+    step = progress or (lambda _name: None)
+    step("read hazard")
+    hazard = read_hazard(job.hazard_path, read_options)  # type: ignore[arg-type]
+    step("load region")
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    if region is None:
+        region = load_region_pack(job.region_manifest or write_layers_manifest(job))
+    step("overlay")
+    classes = _classes(job, hazard)
+    options = OverlayOptions(classes=classes, impassable_from_class=job.impassable_from_class)
+    result = run_overlay(hazard, region, options, cache)
+    step("write tables")
+    public = job.audience == "public"
+    hidden = registry_columns(region) if public else []
+    exposure_csv = job.out_dir / "exposure.csv"
+    _public_table(result.exposure, hidden, region.min_public_count).to_csv(
+        exposure_csv, index=False, float_format="%.3f"
+    )
+    access_csv = job.out_dir / "access.csv"
+    result.access.to_csv(access_csv, index=False, float_format="%.3f")
+    footprint_gpkg = job.out_dir / "footprint.gpkg"
+    footprint_gpkg.unlink(missing_ok=True)
+    result.footprint.to_file(footprint_gpkg, layer="footprint", driver="GPKG")
+    step("draw map")
+    title = f"{hazard.kind.value.replace('_', ' ')} over {region.name}"
+    png = render_overlay_map(
+        result.footprint, result.classes, title=title, zones=region.zones,
+        facilities=region.facilities, extent=region.population.grid.bounds,
+    )
+    map_png = job.out_dir / "map.png"
+    map_png.write_bytes(png)
+    step("write report")
+    report_html = job.out_dir / "report.html"
+    report_html.write_text(
+        render_report(
+            result, title=f"Hazard overlay: {title}", map_png=png, map_alt=map_alt_text(result),
+            details=_details(hazard, region, job), suppressed_columns=hidden,
+            min_public_count=region.min_public_count if public else None,
+        ),
+        encoding="utf-8",
+    )
+    return OverlayOutputs(result, hazard, exposure_csv, access_csv, footprint_gpkg, map_png,
+                          report_html)
+
+
+def _classes(job: OverlayJob, hazard: HazardGrid) -> SeverityClasses:
+    if job.breaks is not None:
+        return SeverityClasses(job.breaks, hazard.units)
+    return default_classes(hazard.kind)
+
+
+def registry_columns(region: RegionPack) -> list[str]:
+    """Exposure columns that come from individual records (privacy rules apply)."""
+    return [group.value for group, layer in region.groups.items() if layer.is_registry]
+
+
+def _public_table(frame: pd.DataFrame, hidden: list[str], min_count: int) -> pd.DataFrame:
+    out = frame.copy()
+    for col in hidden:
+        if col in out:
+            out[col] = suppress_small_counts(np.rint(out[col].to_numpy(float)), min_count)
+    return out
+
+
+def write_layers_manifest(job: OverlayJob) -> Path:
+    """Write a region-pack manifest for loose layers (``--population``/``--zones``).
+
+    The manifest lands in the output folder, so the run can be repeated exactly.
+    """
+    if job.population is None:
+        raise ValueError("give either a region pack (--region) or a population raster")
+    manifest: dict[str, object] = {
+        "region": {"name": job.population.stem},
+        "population": {"path": str(job.population.resolve()), "kind": job.population_kind},
+    }
+    if job.zones is not None:
+        zones: dict[str, str] = {"path": str(job.zones.resolve()), "id": job.zone_id_field}
+        if job.zones_crs:
+            zones["crs"] = job.zones_crs
+        manifest["zones"] = zones
+    path = job.out_dir / "region.toml"
+    path.write_text(tomli_w.dumps(manifest), encoding="utf-8")
+    return path
+
+
+def _details(hazard: HazardGrid, region: RegionPack, job: OverlayJob) -> list[tuple[str, str]]:
+    rows = [
+        ("Hazard", hazard.kind.value.replace("_", " ")),
+        ("Source file", Path(hazard.source).name),
+        ("Variable", hazard.variable or "(single field)"),
+        ("Units", hazard.units or "(none)"),
+        ("Observed or forecast", hazard.nature.value),
+        ("Issued", hazard.issued_at.isoformat() if hazard.issued_at else "not stated"),
+        ("Valid", hazard.valid_at.isoformat() if hazard.valid_at else "not stated"),
+        ("Checksum", hazard.checksum),
+        ("Region", region.name),
+        ("Audience", job.audience),
+    ]
+    if hazard.event_id:
+        rows.insert(1, ("Event", hazard.event_id))
+    return rows
+
