@@ -187,4 +187,4 @@ def _upsample_rows(
     rows = coarse[y0] * (1 - wy) + coarse[y0 + 1] * wy
     out = rows[:, x0] * (1 - wx)
     out += rows[:, x0 + 1] * wx
-    return out.astype(np.float32, copy=False)
+    return np.ascontiguousarray(out, dtype=np.float32)

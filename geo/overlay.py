@@ -194,13 +194,21 @@ _UNIT_ALIASES = {"m/s": "m s-1", "m s**-1": "m s-1", "ms-1": "m s-1", "kg m-2": 
                  "metre": "m", "meter": "m", "metres": "m", "meters": "m", "pctg": "%g"}
 
 
+_UNKNOWN_UNITS = frozenset({"", "unknown", "none", "n/a"})
+
+
 def _norm_units(units: str) -> str:
     u = units.strip().lower()
     return _UNIT_ALIASES.get(u, u)
 
 
 def _check_units(hazard: HazardGrid, classes: SeverityClasses) -> None:
-    if hazard.units and classes.units and _norm_units(hazard.units) != _norm_units(classes.units):
+    # A hazard that declares no units is taken to be in the breaks' units (a GeoTIFF band
+    # rarely says); one that declares other units is refused rather than misclassified.
+    declared = _norm_units(hazard.units) if hazard.units else ""
+    if declared in _UNKNOWN_UNITS:
+        return
+    if classes.units and declared != _norm_units(classes.units):
         raise UnitsMismatchError(
             f"hazard from {hazard.source} is in {hazard.units!r} but the class breaks are in "
             f"{classes.units!r}; convert the hazard or give breaks in {hazard.units!r}"
@@ -260,8 +268,8 @@ def _facilities_hit(
     facilities = region.facilities
     columns = ["facility_id", "name", "type", "class", "label", "geometry"]
     if facilities is None or facilities.empty:
-        return pd.DataFrame(
-            columns=["zone_id", "zone_name", "facility_type", "population", "disability"]
+        return gpd.GeoDataFrame(
+            columns=columns, geometry="geometry", crs=region.population.grid.crs
         )
     grid = region.population.grid
     cols, rows = (~grid.transform) @ (facilities.geometry.x.to_numpy(),

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
+from feeds.errors import SelectionError
 from feeds.read import read_hazard
 from feeds.region import load_region_pack
 from geo.classes import SeverityClasses, default_classes
@@ -99,6 +100,7 @@ def run_overlay_job(
     step = progress or (lambda _name: None)
     step("read hazard")
     hazard = read_hazard(job.hazard_path, read_options)  # type: ignore[arg-type]
+    _require_2d(hazard)
     step("load region")
     job.out_dir.mkdir(parents=True, exist_ok=True)
     if region is None:
@@ -139,6 +141,24 @@ def run_overlay_job(
     )
     return OverlayOutputs(result, hazard, exposure_csv, access_csv, footprint_gpkg, map_png,
                           report_html)
+
+
+def _require_2d(hazard: HazardGrid) -> None:
+    """An overlay needs one field: name the dimensions left and the values to choose from."""
+    if not hazard.extra_dims:
+        return
+    choices = []
+    for dim in hazard.extra_dims:
+        values = [str(v)[:19] for v in hazard.data[dim].values[:6]] if dim in hazard.data.coords \
+            else [str(i) for i in range(min(hazard.data.sizes[dim], 6))]
+        more = ", ..." if hazard.data.sizes[dim] > 6 else ""
+        choices.append(f"{dim} ({hazard.data.sizes[dim]}: {', '.join(values)}{more})")
+    raise SelectionError(
+        hazard.source,
+        "holds several fields along " + "; ".join(choices) + ". Choose one with --time / "
+        "--member (an index or a value), or reduce over members with --member max|mean|min|"
+        "exceedance",
+    )
 
 
 def _classes(job: OverlayJob, hazard: HazardGrid) -> SeverityClasses:

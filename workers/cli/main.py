@@ -16,6 +16,7 @@ from rich.console import Console
 
 from feeds.errors import FeedError
 from geo.errors import GeoError
+from geo.types import HazardKind
 from workers.cli.output import print_overlay_summary, progress_steps
 
 EXIT_INPUT_ERROR = 3
@@ -85,6 +86,9 @@ def overlay(
              "min, exceedance (with --threshold).")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="With --member exceedance: the share of members at or above this value.")] = None,
+    units: Annotated[str | None, typer.Option(
+        help="Units of the hazard values when the file does not say or says wrongly "
+             "(m, mm, m s-1, MMI...).")] = None,
     kind: Annotated[str | None, typer.Option(
         help="Hazard kind when the file does not say (flood_depth, rainfall, wind_gust, "
              "shaking_mmi, ...).")] = None,
@@ -115,9 +119,15 @@ def overlay(
     if population_kind not in ("counts", "density"):
         raise typer.BadParameter(f"--population-kind must be counts or density, got "
                                  f"{population_kind!r}")
+    if kind is not None and kind not in {k.value for k in HazardKind}:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(k.value for k in HazardKind)}"
+                                 f"; got {kind!r}")
     member_sel, reduce = _parse_member(member, None)
-    options = ReadOptions(variable=variable, time=time, member=member_sel, reduce=reduce,
-                          threshold=threshold, kind=kind, nodata=nodata)
+    try:
+        options = ReadOptions(variable=variable, time=time, member=member_sel, reduce=reduce,
+                              threshold=threshold, kind=kind, nodata=nodata, units=units)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--member/--threshold: {exc}") from exc
     job = OverlayJob(hazard_path=hazard, out_dir=out, region_manifest=region,
                      population=population, population_kind=population_kind, zones=zones,
                      zone_id_field=zone_id, zones_crs=zones_crs, breaks=_parse_breaks(breaks),
@@ -140,8 +150,9 @@ def region_sample(
     with _errors_to_exit_codes(), console.status("Building the sample region..."):
         sample = build_sample_region(out, seed=seed, size=size)
     console.print(f"Region pack: [bold]{sample.manifest}[/bold]")
-    for feed in sample.feeds:
-        console.print(f"  feed: {feed.path}  ({feed.kind}, {feed.format})")
+    console.print(f"Hazard feeds in {sample.root / 'feeds'}:")
+    for feed in sample.hazards:
+        console.print(f"  {feed.path.name}  ({feed.kind}, {feed.format})")
 
 
 @app.command()
