@@ -186,14 +186,13 @@ def class_shares(
         NoOverlapError: the two grids do not overlap at all.
         EmptyHazardError: no valid hazard value lands on ``dst``.
     """
-    method = _check_resampling(resampling)
+    _check_resampling(resampling)  # refused even where the shares path does not use it
     values = _check_values(values, src)
     if not is_finer(src, dst):
         sampled = sample_hazard(values, src, dst, resampling=resampling)
         return ClassShares(classes=classes, index=classify(sampled, classes.breaks))
     if not _overlaps(src, dst):
         raise NoOverlapError(_no_overlap_message(src, dst))
-    del method  # the shares path always averages class indicators
     return ClassShares(classes=classes, shares=_average_indicators(values, src, dst, classes))
 
 

@@ -7,7 +7,10 @@ placed over the sample region so that an overlay finds exposure:
 - flood depth GeoTIFF runs along the river (``flood_depth_run{1,2,3}.tif``);
 - a 10-member, 4-day rainfall forecast in CF-1.8 NetCDF (``rain_forecast.nc``);
 - a surface wind gust field in GRIB2 (``wind_gust.grib2``);
-- a USGS ShakeMap ``grid.xml`` of a M6.x earthquake near a town (``shakemap_grid.xml``).
+- a USGS ShakeMap ``grid.xml`` of a M6.x earthquake near a town (``shakemap_grid.xml``),
+  written by :mod:`feeds.sample.shakemap_writer`.
+
+The lat/lon grid the last three share is laid out by :mod:`feeds.sample.latlon`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from scipy.ndimage import gaussian_filter
 
+from feeds.sample.latlon import LATLON_STEP_DEG, distance_km, latlon_axes
+from feeds.sample.shakemap_writer import write_shakemap_grid
 from geo.grid import Grid
 from geo.types import BBox, HazardKind
 
@@ -34,11 +39,6 @@ FLOOD_NODATA = -9999.0
 """No-data value of the flood depth rasters (outside the flood model's domain)."""
 
 FLOOD_EVENT_ID = "SAMPLE-FLOOD-2024-05"
-SHAKEMAP_EVENT_ID = "sample2024abcd"
-LATLON_STEP_DEG = 0.01
-"""Spacing of the lat/lon hazard grids (rain, gust, ShakeMap): about 1 km."""
-
-_SHAKEMAP_NS = "http://earthquake.usgs.gov/eqcenter/shakemap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,28 +186,6 @@ def write_flood_runs(
     return paths
 
 
-def latlon_axes(bounds_lonlat: BBox, step_deg: float = LATLON_STEP_DEG) -> tuple[np.ndarray, ...]:
-    """Cell-centre longitudes (west to east) and latitudes (north to south) over ``bounds``.
-
-    The bounds are snapped outward to whole steps so that the grid covers them.
-    """
-    west, south, east, north = bounds_lonlat
-    west = np.floor(west / step_deg) * step_deg
-    south = np.floor(south / step_deg) * step_deg
-    east = np.ceil(east / step_deg) * step_deg
-    north = np.ceil(north / step_deg) * step_deg
-    lons = np.round(west + step_deg * (np.arange(round((east - west) / step_deg)) + 0.5), 6)
-    lats = np.round(north - step_deg * (np.arange(round((north - south) / step_deg)) + 0.5), 6)
-    return lons, lats
-
-
-def _distance_km(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
-    """Equirectangular distance in km: plenty for a 50 km synthetic field."""
-    dx = (lon - lon0) * 111.32 * np.cos(np.radians(lat0))
-    dy = (lat - lat0) * 110.57
-    return np.hypot(dx, dy)
-
-
 def write_rain_forecast(
     path: Path,
     bounds_lonlat: BBox,
@@ -247,7 +225,7 @@ def write_rain_forecast(
             # The band drifts east by ~0.05 deg a day and widens as it decays.
             lon0 = storm_lonlat[0] + shift[0] + 0.05 * (d - 1)
             lat0 = storm_lonlat[1] + shift[1]
-            dist = _distance_km(lon2, lat2, lon0, lat0)
+            dist = distance_km(lon2, lat2, lon0, lat0)
             band = day_peak_mm[d] * scale * np.exp(-0.5 * (dist / (14.0 + 2.0 * d)) ** 2)
             rain[d, m] = np.round(band + 2.0 + rng.gamma(1.5, 0.8, size=band.shape), 1)
     times = [reference_time.replace(tzinfo=None) + timedelta(days=d + 1) for d in range(days)]
@@ -365,86 +343,6 @@ def write_wind_gust_grib(
             eccodes.codes_write(gid, out)
     finally:
         eccodes.codes_release(gid)
-    return path
-
-
-def _mmi_bakun_wentworth(magnitude: float, hypo_km: np.ndarray) -> np.ndarray:
-    """MMI from magnitude and hypocentral distance (Bakun & Wentworth 1997 form)."""
-    return 3.67 + 1.17 * magnitude - 3.19 * np.log10(np.maximum(hypo_km, 1.0))
-
-
-def write_shakemap_grid(
-    path: Path,
-    bounds_lonlat: BBox,
-    epicentre_lonlat: tuple[float, float],
-    *,
-    magnitude: float,
-    depth_km: float,
-    origin_time: datetime,
-    rng: np.random.Generator,
-) -> Path:
-    """Write a USGS ShakeMap ``grid.xml`` (0.01 deg) of one earthquake.
-
-    MMI follows a Bakun-Wentworth attenuation with hypocentral distance plus smooth site
-    noise; PGA and PGV are derived from MMI with the inverse Wald et al. (1999) relations,
-    so the fields are mutually consistent. The layout is the real one: a ``shakemap_grid``
-    root in the ShakeMap namespace, ``event``, ``grid_specification``, ``grid_field`` rows
-    and whitespace-separated ``grid_data`` rows from north-west, row by row.
-
-    Returns:
-        ``path``.
-    """
-    lons, lats = latlon_axes(bounds_lonlat)
-    lon2, lat2 = np.meshgrid(lons, lats)
-    epi_km = _distance_km(lon2, lat2, *epicentre_lonlat)
-    site = gaussian_filter(rng.standard_normal(epi_km.shape), sigma=4.0)
-    site /= np.abs(site).max() or 1.0
-    mmi = np.clip(_mmi_bakun_wentworth(magnitude, np.hypot(epi_km, depth_km)) + 0.3 * site,
-                  1.0, 10.0)
-    pga_pctg = 10 ** ((mmi + 1.66) / 3.66) / 980.665 * 100.0
-    pgv_cms = 10 ** ((mmi - 2.35) / 3.47)
-    psa03 = pga_pctg * 2.1
-    psa10 = pga_pctg * 0.9
-    psa30 = pga_pctg * 0.25
-    event_ts = origin_time.strftime("%Y-%m-%dT%H:%M:%SUTC")
-    process_ts = (origin_time + timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields = ["LON", "LAT", "PGA", "PGV", "MMI", "PSA03", "PSA10", "PSA30", "STDPGA", "URAT",
-              "SVEL"]
-    units = ["dd", "dd", "pctg", "cms", "intensity", "pctg", "pctg", "pctg", "ln(pctg)", "",
-             "ms"]
-    step = LATLON_STEP_DEG
-    head = [
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>',
-        f'<shakemap_grid xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-        f'xmlns="{_SHAKEMAP_NS}" xsi:schemaLocation="http://earthquake.usgs.gov '
-        f'http://earthquake.usgs.gov/eqcenter/shakemap/xml/schemas/shakemap.xsd" '
-        f'event_id="{SHAKEMAP_EVENT_ID}" shakemap_id="{SHAKEMAP_EVENT_ID}" '
-        f'shakemap_version="1" code_version="4.0 (Tocsin sample)" '
-        f'process_timestamp="{process_ts}" shakemap_originator="us" map_status="RELEASED" '
-        f'shakemap_event_type="SCENARIO">',
-        f'<event event_id="{SHAKEMAP_EVENT_ID}" magnitude="{magnitude:.1f}" '
-        f'depth="{depth_km:.1f}" lat="{epicentre_lonlat[1]:.6f}" '
-        f'lon="{epicentre_lonlat[0]:.6f}" event_timestamp="{event_ts}" event_network="us" '
-        f'event_description="Sample valley scenario earthquake" />',
-        f'<grid_specification lon_min="{lons[0]:.6f}" lat_min="{lats[-1]:.6f}" '
-        f'lon_max="{lons[-1]:.6f}" lat_max="{lats[0]:.6f}" '
-        f'nominal_lon_spacing="{step:.6f}" nominal_lat_spacing="{step:.6f}" '
-        f'nlon="{lons.size}" nlat="{lats.size}" />',
-        '<event_specific_uncertainty name="pga" value="0.0" numsta="" />',
-    ]
-    head += [f'<grid_field index="{i}" name="{n}" units="{u}" />'
-             for i, (n, u) in enumerate(zip(fields, units, strict=True), start=1)]
-    rows = np.column_stack([
-        lon2.ravel(), lat2.ravel(), pga_pctg.ravel(), pgv_cms.ravel(), mmi.ravel(),
-        psa03.ravel(), psa10.ravel(), psa30.ravel(),
-    ])
-    body = [
-        f"{r[0]:.4f} {r[1]:.4f} {r[2]:.2f} {r[3]:.2f} {r[4]:.2f} {r[5]:.2f} {r[6]:.2f} "
-        f"{r[7]:.2f} 0.57 1 760"
-        for r in rows
-    ]
-    text = "\n".join([*head, "<grid_data>", *body, "</grid_data>", "</shakemap_grid>", ""])
-    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -40,8 +40,29 @@ from scipy.ndimage import distance_transform_edt
 
 from feeds.sample import hazards
 from feeds.sample.hazards import SampleHazardFile
+from feeds.sample.terrain import (
+    OFFROAD_MIN_PER_M,
+    RIVER_MIN_PER_M,
+    ROAD_MIN_PER_M,
+    STREET_MIN_PER_M,
+    TRACK_MIN_PER_M,
+    URBAN_PEOPLE_PER_CELL,
+    cells_to_xy,
+    draw_friction,
+    rasterise_river,
+    river_centreline,
+)
 from geo.grid import Grid
 from geo.types import FacilityType
+
+__all__ = [
+    "CELL_M", "CENTRE_X_M", "CENTRE_Y_M", "FACILITIES_REF", "GPKG_TIMESTAMP", "LAYER_FILES",
+    "POPULATION_RANGE_REF", "REFERENCE_SIZE_CELLS", "REGION_CRS", "REGISTRY_RECORDS_REF",
+    "ZONES_REF", "SampleHazardFile", "SampleRegion", "build_sample_region",
+    # The friction speeds, drawn in feeds.sample.terrain, stay importable from here.
+    "OFFROAD_MIN_PER_M", "RIVER_MIN_PER_M", "ROAD_MIN_PER_M", "STREET_MIN_PER_M",
+    "TRACK_MIN_PER_M", "URBAN_PEOPLE_PER_CELL",
+]
 
 REGION_CRS = "EPSG:3035"
 CELL_M = 100.0
@@ -54,13 +75,6 @@ ZONES_REF = 250
 FACILITIES_REF = {FacilityType.CARE_HOME: 15, FacilityType.SHELTER: 20, FacilityType.SCHOOL: 40}
 REGISTRY_RECORDS_REF = 300
 
-# Friction in minutes per metre: 60 / (speed_km_h * 1000).
-ROAD_MIN_PER_M = 60 / 75_000  # main roads, 75 km/h
-STREET_MIN_PER_M = 60 / 30_000  # town streets, 30 km/h
-TRACK_MIN_PER_M = 60 / 20_000  # farm and forest tracks, 20 km/h
-OFFROAD_MIN_PER_M = 60 / 5_000  # walking across fields, 5 km/h
-RIVER_MIN_PER_M = 1.0  # ~0.06 km/h: impassable in practice, bridges only
-URBAN_PEOPLE_PER_CELL = 10.0  # 1000 people/km2: streets, not fields
 
 LAYER_FILES = ("population.tif", "zones.gpkg", "facilities.gpkg", "friction.tif",
                "registry.csv", "region.toml")
@@ -166,12 +180,12 @@ def build_sample_region(out_dir: Path, *, seed: int = 7, size: int = 400) -> Sam
         REGION_CRS,
     )
     names = _Names(rng)
-    river_row = _river_centreline(rng, size)
-    river = _rasterise_river(grid, river_row)
+    river_row = river_centreline(rng, size)
+    river = rasterise_river(grid, river_row, CELL_M)
     river_distance_m = distance_transform_edt(~river) * CELL_M
     city, towns = _place_settlements(rng, names, size, scale, river_row)
     population = _population(rng, grid, scale, [city, *towns], river, river_distance_m)
-    friction = _friction(rng, grid, scale, river_row, river, population, [city, *towns])
+    friction = draw_friction(rng, grid, scale, river_row, river, population, [city, *towns])
     hazards.write_geotiff(out_dir / "population.tif", population, grid, units="people",
                           description="population")
     hazards.write_geotiff(out_dir / "friction.tif", friction, grid, units="min/m",
@@ -185,39 +199,15 @@ def build_sample_region(out_dir: Path, *, seed: int = 7, size: int = 400) -> Sam
     manifest = out_dir / "region.toml"
     manifest.write_text(_MANIFEST, encoding="utf-8")
     to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    city_lonlat = to_lonlat.transform(*_cells_to_xy(grid, city.row, city.col))
+    city_lonlat = to_lonlat.transform(*cells_to_xy(grid, city.row, city.col))
     big_town = max(towns, key=lambda t: t.weight)
-    town_lonlat = to_lonlat.transform(*_cells_to_xy(grid, big_town.row, big_town.col))
+    town_lonlat = to_lonlat.transform(*cells_to_xy(grid, big_town.row, big_town.col))
     hazard_files = hazards.write_sample_hazards(
         out_dir / "feeds", grid, river_distance_m, rng=rng, scale=scale,
         city_lonlat=(float(city_lonlat[0]), float(city_lonlat[1])),
         town_lonlat=(float(town_lonlat[0]), float(town_lonlat[1])))
     return SampleRegion(out_dir, manifest, hazard_files, seed, size,
                         float(population.sum(dtype="float64")))
-
-
-def _river_centreline(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Row (fractional cells) of the river's centre at every half column, west to east."""
-    cols = np.arange(0, 2 * size + 1) / 2
-    phase1, phase2 = rng.uniform(0, 2 * np.pi, size=2)
-    frac = (0.5 + 0.08 * np.sin(2 * np.pi * 1.5 * cols / size + phase1)
-            + 0.035 * np.sin(2 * np.pi * 3.7 * cols / size + phase2))
-    return frac * size
-
-
-def _cells_to_xy(grid: Grid, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Map fractional (row, col) cell coordinates to CRS coordinates."""
-    xs, ys = grid.transform @ (np.asarray(cols, dtype=float), np.asarray(rows, dtype=float))
-    return np.asarray(xs), np.asarray(ys)
-
-
-def _rasterise_river(grid: Grid, river_row: np.ndarray) -> np.ndarray:
-    """Boolean water mask of the river: its centreline buffered to ~2.5 cells wide."""
-    cols = np.arange(river_row.size) / 2
-    xs, ys = _cells_to_xy(grid, river_row, cols)
-    channel = shapely.buffer(shapely.LineString(np.column_stack([xs, ys])), 1.25 * CELL_M)
-    return rasterize([(channel, 1)], out_shape=grid.shape, transform=grid.transform,
-                     dtype="uint8").astype(bool)
 
 
 def _place_settlements(
@@ -282,57 +272,6 @@ def _population(
     return people.astype("float32")
 
 
-def _friction(
-    rng: np.random.Generator,
-    grid: Grid,
-    scale: float,
-    river_row: np.ndarray,
-    river: np.ndarray,
-    population: np.ndarray,
-    places: list[_Place],
-) -> np.ndarray:
-    """Minutes per metre: off-road, tracks, streets, river, then roads (bridges on top)."""
-    size = grid.shape[0]
-    bank_off = max(6.0, 20 * scale)
-    cols = np.arange(river_row.size) / 2
-    friction = np.full(grid.shape, OFFROAD_MIN_PER_M, dtype="float32")
-    tracks = []
-    for _ in range(max(2, round(10 * scale))):
-        r0, c0 = rng.uniform(0, size, size=2)
-        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(30, 80) * scale
-        r1, c1 = r0 + length * np.sin(angle), c0 + length * np.cos(angle)
-        tracks.append(shapely.LineString(np.column_stack(_cells_to_xy(grid, [r0, r1], [c0, c1]))))
-    _burn(friction, grid, tracks, TRACK_MIN_PER_M)
-    friction[population > URBAN_PEOPLE_PER_CELL] = STREET_MIN_PER_M
-    friction[river] = RIVER_MIN_PER_M
-    # Main roads: one along each bank, a crossing at every bridge, a spur to every place.
-    roads = [shapely.LineString(np.column_stack(_cells_to_xy(grid, river_row + s * bank_off,
-                                                             cols)))
-             for s in (-1, 1)]
-    city = places[0]
-    others = [f for f in (0.15, 0.35, 0.65, 0.85) if abs(f * size - city.col) > 0.1 * size]
-    extra = rng.choice(others, size=min(len(others), int(rng.integers(2, 4))), replace=False)
-    for col in [city.col, *(float(f) * size for f in extra)]:
-        base = float(river_row[int(round(col * 2))])
-        rows = [base - bank_off, base + bank_off]
-        roads.append(shapely.LineString(np.column_stack(_cells_to_xy(grid, rows, [col, col]))))
-    for place in places:
-        base = float(river_row[int(round(place.col * 2))])
-        side = -1 if place.row < base else 1
-        rows = [place.row, base + side * bank_off]
-        roads.append(shapely.LineString(np.column_stack(_cells_to_xy(grid, rows,
-                                                                     [place.col, place.col]))))
-    _burn(friction, grid, roads, ROAD_MIN_PER_M)
-    return friction
-
-
-def _burn(target: np.ndarray, grid: Grid, lines: list[shapely.LineString], value: float) -> None:
-    """Set the cells crossed by ``lines`` to ``value`` in place."""
-    mask = rasterize([(line, 1) for line in lines], out_shape=grid.shape,
-                     transform=grid.transform, dtype="uint8", all_touched=True)
-    target[mask.astype(bool)] = value
-
-
 def _zones(
     rng: np.random.Generator,
     names: _Names,
@@ -350,7 +289,7 @@ def _zones(
                  rng.uniform(0, grid.height, n_zones - n_weighted)]
     cols = np.r_[picked % grid.width + rng.uniform(0, 1, n_weighted),
                  rng.uniform(0, grid.width, n_zones - n_weighted)]
-    xs, ys = _cells_to_xy(grid, rows, cols)
+    xs, ys = cells_to_xy(grid, rows, cols)
     order = np.lexsort((np.round(xs), -np.round(ys, -3)))  # north to south in 1 km bands
     seeds = shapely.points(xs[order], ys[order])
     box = shapely.box(*grid.bounds)
@@ -431,7 +370,7 @@ def _facilities(
         cols.extend(picked % grid.width + rng.uniform(0.1, 0.9, count))
         kinds.extend([kind] * count)
         labels.extend([None] * count)
-    xs, ys = _cells_to_xy(grid, np.array(rows), np.array(cols))
+    xs, ys = cells_to_xy(grid, np.array(rows), np.array(cols))
     suffix = {FacilityType.CARE_HOME: "Care Home", FacilityType.SHELTER: "Emergency Shelter",
               FacilityType.SCHOOL: "School"}
     prefix = {FacilityType.HOSPITAL: "HOSP", FacilityType.CARE_HOME: "CARE",
@@ -471,7 +410,7 @@ def _write_registry(
     picked = rng.choice(population.size, size=count, replace=True, p=weights / weights.sum())
     rows = picked // grid.width + rng.uniform(0.05, 0.95, count)
     cols = picked % grid.width + rng.uniform(0.05, 0.95, count)
-    xs, ys = _cells_to_xy(grid, rows, cols)
+    xs, ys = cells_to_xy(grid, rows, cols)
     lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(xs, ys)
     needs = rng.choice(_NEEDS, size=count, p=[0.35, 0.15, 0.1, 0.2, 0.1, 0.1])
     with path.open("w", encoding="utf-8", newline="") as out:

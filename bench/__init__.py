@@ -1,0 +1,1 @@
+"""Benchmarks against named peers; run them all with ``python -m bench.run_all``."""
