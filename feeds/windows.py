@@ -32,6 +32,10 @@ from geo.sampling import ClassShares, class_shares
 from geo.types import Resampling
 from geo.zones import ZoneRaster, prepare_zones, rasterize_zones
 
+GDAL_CACHE_MB = 64
+"""GDAL's block cache while reading strips: windows follow the blocks, so every tile is
+read once and a large cache (GDAL's default is 5 % of RAM) would only hold dead tiles."""
+
 TARGET_WINDOW_CELLS = 8_000_000
 """Cells per strip when ``block_rows`` is not given: about 32 MB of float32 population, and
 a few times that in per-strip temporaries (sampled hazard, classes, zones)."""
@@ -59,7 +63,7 @@ def iter_population_windows(
     path = Path(path)
     if not path.exists():
         raise FeedNotFoundError(path, "population raster not found")
-    with rasterio.Env():
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         try:
             src_dst = rasterio.open(path)
         except RasterioIOError as exc:
@@ -207,3 +211,46 @@ def _window_zones(prepared: gpd.GeoDataFrame | None, grid: Grid) -> np.ndarray:
     local = rasterize_zones(prepared.iloc[candidates], grid).index
     lookup = np.append(candidates, -1).astype(dtype)
     return lookup[local]
+
+
+def raster_grid(path: str | Path) -> Grid:
+    """The grid of a raster, read from its header only (no pixels)."""
+    try:
+        with rasterio.Env(), rasterio.open(path) as src:
+            if src.crs is None:
+                raise MissingCRSError(path, "the raster has no CRS")
+            return Grid((src.height, src.width), src.transform, src.crs)
+    except RasterioIOError as exc:
+        if not Path(path).exists():
+            raise FeedNotFoundError(path, "no such file") from exc
+        raise FeedFormatError(path, f"not a raster GDAL can read: {exc}") from exc
+
+
+def read_zones_file(
+    path: str | Path, *, id_field: str, name_field: str | None = None, crs: str | None = None
+) -> gpd.GeoDataFrame:
+    """Admin zones from any vector file GDAL reads, as ``zone_id``, ``name``, ``geometry``.
+
+    Raises:
+        FeedNotFoundError: no such file. FeedFormatError: unreadable, or ``id_field`` missing.
+        MissingCRSError: the file has no CRS and ``crs`` was not given.
+    """
+    if not Path(path).exists():
+        raise FeedNotFoundError(path, "no such file")
+    try:
+        frame = gpd.read_file(path)
+    except Exception as exc:  # noqa: BLE001 - any driver failure is a format problem here
+        raise FeedFormatError(path, f"not a vector file GDAL can read: {exc}") from exc
+    if id_field not in frame.columns:
+        raise FeedFormatError(
+            path, f"no id column {id_field!r}; columns are {list(frame.columns)}"
+        )
+    if frame.crs is None:
+        if crs is None:
+            raise MissingCRSError(path, "the zones have no CRS; give one (e.g. EPSG:4326)")
+        frame = frame.set_crs(crs)
+    names = frame[name_field] if name_field and name_field in frame else frame[id_field]
+    return gpd.GeoDataFrame(
+        {"zone_id": frame[id_field].astype(str), "name": names.astype(str)},
+        geometry=frame.geometry, crs=frame.crs,
+    )

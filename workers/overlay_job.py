@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import tomli_w
@@ -18,12 +19,15 @@ import tomli_w
 from feeds.errors import SelectionError
 from feeds.read import read_hazard
 from feeds.region import load_region_pack
-from geo.classes import SeverityClasses, default_classes
+from feeds.windows import raster_grid, read_zones_file, windowed_exposure
+from geo.classes import SeverityClasses, classify, default_classes, default_resampling
+from geo.exposure import exposure_frame, totals_by_class
+from geo.footprints import build_footprints
 from geo.hazard import HazardGrid
 from geo.maps import render_overlay_map
 from geo.overlay import OverlayCache, OverlayOptions, OverlayResult, run_overlay
 from geo.privacy import suppress_small_counts
-from geo.region import RegionPack
+from geo.region import DEFAULT_MIN_PUBLIC_COUNT, RegionPack
 from geo.report import map_alt_text, render_report
 
 ProgressFn = Callable[[str], None]
@@ -49,6 +53,8 @@ class OverlayJob:
         audience: ``public`` hides small registry-derived counts; ``owner`` shows all.
         impassable_from_class: hazard class from which cells block travel (``None``: the
             kind's default).
+        windowed: read a loose population raster window by window (also automatic above
+            :data:`LARGE_RASTER_CELLS`): bounded memory, people only.
     """
 
     hazard_path: Path
@@ -62,6 +68,7 @@ class OverlayJob:
     breaks: tuple[float, ...] | None = None
     audience: str = "public"
     impassable_from_class: int | None = None
+    windowed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +110,31 @@ def run_overlay_job(
     _require_2d(hazard)
     step("load region")
     job.out_dir.mkdir(parents=True, exist_ok=True)
+    classes = _classes(job, hazard)
+    if region is None and _streams(job):
+        step("overlay")
+        return _write_outputs(job, hazard, _windowed_result(job, hazard, classes), None, step)
     if region is None:
         region = load_region_pack(job.region_manifest or write_layers_manifest(job))
     step("overlay")
-    classes = _classes(job, hazard)
     options = OverlayOptions(classes=classes, impassable_from_class=job.impassable_from_class)
     result = run_overlay(hazard, region, options, cache)
+    return _write_outputs(job, hazard, result, region, step)
+
+
+def _write_outputs(
+    job: OverlayJob,
+    hazard: HazardGrid,
+    result: OverlayResult,
+    region: RegionPack | None,
+    step: ProgressFn,
+) -> OverlayOutputs:
     step("write tables")
     public = job.audience == "public"
-    hidden = registry_columns(region) if public else []
+    hidden = registry_columns(region) if public and region is not None else []
+    min_count = region.min_public_count if region is not None else DEFAULT_MIN_PUBLIC_COUNT
     exposure_csv = job.out_dir / "exposure.csv"
-    _public_table(result.exposure, hidden, region.min_public_count).to_csv(
+    _public_table(result.exposure, hidden, min_count).to_csv(
         exposure_csv, index=False, float_format="%.3f"
     )
     access_csv = job.out_dir / "access.csv"
@@ -122,10 +143,12 @@ def run_overlay_job(
     footprint_gpkg.unlink(missing_ok=True)
     result.footprint.to_file(footprint_gpkg, layer="footprint", driver="GPKG")
     step("draw map")
-    title = f"{hazard.kind.value.replace('_', ' ')} over {region.name}"
+    title = f"{hazard.kind.value.replace('_', ' ')} over {result.region}"
     png = render_overlay_map(
-        result.footprint, result.classes, title=title, zones=region.zones,
-        facilities=region.facilities, extent=region.population.grid.bounds,
+        result.footprint, result.classes, title=title,
+        zones=region.zones if region is not None else None,
+        facilities=region.facilities if region is not None else None,
+        extent=result.population_grid.bounds,
     )
     map_png = job.out_dir / "map.png"
     map_png.write_bytes(png)
@@ -134,13 +157,62 @@ def run_overlay_job(
     report_html.write_text(
         render_report(
             result, title=f"Hazard overlay: {title}", map_png=png, map_alt=map_alt_text(result),
-            details=_details(hazard, region, job), suppressed_columns=hidden,
-            min_public_count=region.min_public_count if public else None,
+            details=_details(hazard, result.region, job), suppressed_columns=hidden,
+            min_public_count=min_count if public else None,
         ),
         encoding="utf-8",
     )
     return OverlayOutputs(result, hazard, exposure_csv, access_csv, footprint_gpkg, map_png,
                           report_html)
+
+
+LARGE_RASTER_CELLS = 150_000_000
+"""Loose population rasters above this many cells (600 MB as float32) are read by windows."""
+
+
+def _streams(job: OverlayJob) -> bool:
+    """True when a loose population raster is overlaid window by window (bounded memory)."""
+    if job.region_manifest is not None or job.population is None:
+        return False
+    if job.windowed:
+        return True
+    height, width = raster_grid(job.population).shape
+    return height * width > LARGE_RASTER_CELLS
+
+
+def _windowed_result(
+    job: OverlayJob, hazard: HazardGrid, classes: SeverityClasses
+) -> OverlayResult:
+    """People by zone and class, streamed from the population file: bounded memory.
+
+    Only counts are supported (a density file would need per-window areas) and only people
+    are counted: vulnerable groups, facilities and access need a region pack.
+    """
+    if job.population_kind != "counts":
+        raise SelectionError(job.population, "window-by-window overlays need a counts raster "
+                             "(--population-kind counts)")
+    assert job.population is not None
+    zones = (read_zones_file(job.zones, id_field=job.zone_id_field, crs=job.zones_crs)
+             if job.zones is not None else None)
+    sums, zone_ids = windowed_exposure(job.population, hazard, zones, classes,
+                                       resampling=default_resampling(hazard.kind))
+    names = dict(zip(zones["zone_id"], zones["name"], strict=True)) if zones is not None else {}
+    exposure = exposure_frame(sums, zone_ids, [names.get(z, z) for z in zone_ids], classes,
+                              ["population"])
+    grid = raster_grid(job.population)
+    footprint = build_footprints(classify(hazard.values_2d(), classes.breaks), hazard.grid,
+                                 classes)
+    return OverlayResult(
+        region=job.population.stem, hazard_source=hazard.source, classes=classes,
+        exposure=exposure, totals=totals_by_class(exposure), footprint=footprint,
+        facilities_hit=gpd.GeoDataFrame(
+            columns=["facility_id", "name", "type", "class", "label", "geometry"],
+            geometry="geometry", crs=grid.crs),
+        access=pd.DataFrame(columns=["zone_id", "zone_name", "facility_type", "population",
+                                     "disability"]),
+        class_index=np.zeros((0, 0), dtype=np.uint8), population_grid=grid,
+        impassable_from_class=None, access_threshold_min=60.0,
+    )
 
 
 def _require_2d(hazard: HazardGrid) -> None:
@@ -201,7 +273,7 @@ def write_layers_manifest(job: OverlayJob) -> Path:
     return path
 
 
-def _details(hazard: HazardGrid, region: RegionPack, job: OverlayJob) -> list[tuple[str, str]]:
+def _details(hazard: HazardGrid, region_name: str, job: OverlayJob) -> list[tuple[str, str]]:
     rows = [
         ("Hazard", hazard.kind.value.replace("_", " ")),
         ("Source file", Path(hazard.source).name),
@@ -211,7 +283,7 @@ def _details(hazard: HazardGrid, region: RegionPack, job: OverlayJob) -> list[tu
         ("Issued", hazard.issued_at.isoformat() if hazard.issued_at else "not stated"),
         ("Valid", hazard.valid_at.isoformat() if hazard.valid_at else "not stated"),
         ("Checksum", hazard.checksum),
-        ("Region", region.name),
+        ("Region", region_name),
         ("Audience", job.audience),
     ]
     if hazard.event_id:

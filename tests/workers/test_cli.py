@@ -143,3 +143,18 @@ def test_region_sample_builds_a_pack_that_lists_its_feeds(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert (tmp_path / "region.toml").exists()
     assert "flood_depth_run1.tif" in result.output and "wind_gust.grib2" in result.output
+
+
+def test_a_window_by_window_overlay_counts_the_same_people_as_the_in_memory_one(
+    sample: SampleRegion, tmp_path: Path
+) -> None:
+    args = ["overlay", str(_flood(sample)), "--population", str(sample.root / "population.tif"),
+            "--zones", str(sample.root / "zones.gpkg"), "--out"]
+    assert runner.invoke(app, [*args, str(tmp_path / "mem")]).exit_code == 0
+    result = runner.invoke(app, [*args, str(tmp_path / "win"), "--windowed"])
+    assert result.exit_code == 0, result.output
+    keys = ["zone_id", "class"]
+    mem = pd.read_csv(tmp_path / "mem" / "exposure.csv").set_index(keys)["population"]
+    win = pd.read_csv(tmp_path / "win" / "exposure.csv").set_index(keys)["population"]
+    pd.testing.assert_series_equal(win.sort_index(), mem.sort_index(), rtol=1e-6)
+    assert (tmp_path / "win" / "report.html").exists()

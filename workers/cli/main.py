@@ -100,6 +100,9 @@ def overlay(
     audience: Annotated[str, typer.Option(
         help="'public' hides registry counts below the pack's minimum; 'owner' shows all.")
     ] = "public",
+    windowed: Annotated[bool, typer.Option(
+        help="Read --population window by window (bounded memory; people only). Automatic "
+             "for rasters over 150 million cells.")] = False,
     impassable_from_class: Annotated[int | None, typer.Option(
         help="Hazard class (1 = lowest) from which cells block travel when computing access "
              "to care. Default: flood 0.5 m, MMI VIII; not assessed for other kinds.")] = None,
@@ -131,7 +134,8 @@ def overlay(
     job = OverlayJob(hazard_path=hazard, out_dir=out, region_manifest=region,
                      population=population, population_kind=population_kind, zones=zones,
                      zone_id_field=zone_id, zones_crs=zones_crs, breaks=_parse_breaks(breaks),
-                     audience=audience, impassable_from_class=impassable_from_class)
+                     audience=audience, impassable_from_class=impassable_from_class,
+                     windowed=windowed)
     with _errors_to_exit_codes(), progress_steps(console) as step:
         outputs = run_overlay_job(job, options, progress=step)
     print_overlay_summary(console, outputs)
