@@ -9,7 +9,7 @@ clock.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -209,7 +209,9 @@ class Info:
     headline: str
     description: str
     instruction: str
-    expires: datetime
+    # Tocsin always sets it (its render profile refuses an info without one); messages
+    # from elsewhere may lack it, as three of the four specification examples do.
+    expires: datetime | None
     response_types: tuple[ResponseType, ...] = ()
     sender_name: str | None = None
     effective: datetime | None = None
@@ -240,6 +242,7 @@ class AlertEvent:
         codes: CAP ``code`` values (profiles).
         note: CAP ``note`` (e.g. why it was cancelled).
         incidents: CAP ``incidents``: Tocsin's event id.
+        source: CAP ``source``: the operator or system that issued it (empty: omitted).
     """
 
     identifier: str
@@ -255,7 +258,7 @@ class AlertEvent:
     codes: tuple[str, ...] = ()
     note: str | None = None
     incidents: str | None = None
-    source: str = field(default="", compare=False)
+    source: str = ""
 
 
 # --- What an assessment found: the inputs of priority, text and CAP rendering -------------

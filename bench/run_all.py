@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("bench_exposure", "bench_footprints", "bench_access", "bench_memory")
+BENCHMARKS = (
+    "bench_exposure", "bench_footprints", "bench_access", "bench_matching", "bench_memory",
+)
 
 
 def main() -> int:

@@ -1,10 +1,14 @@
 """Exposure by zone and severity class: the fused kernel and the tables built from it.
 
-:func:`accumulate` is the hot loop of every overlay. In one pass over the population grid
-it adds every layer's value (people, people of each vulnerable group) into a
-``(layer, zone, class)`` table, reading the pre-rasterised zone index (``int16``), the class
-index (``uint8``) and the layers (``float32``): seven bytes a cell for one layer, no
-temporaries. Rows are split into blocks handled in parallel, each with its own accumulator
+:func:`accumulate` is the hot loop of every overlay. It adds every layer's value (people,
+people of each vulnerable group) into a ``(layer, zone, class)`` table. Zones are fixed per
+region pack, so it does not read the zone index cell by cell: it walks the index's runs of
+equal zone (:class:`~geo.zones.ZoneRuns`, computed once and cached on the
+:class:`~geo.zones.ZoneRaster`), and per run reads only the class index (``uint8``) and the
+layers (``float32``): five bytes a cell for one layer, no temporaries. Within a run, one
+vectorised pass gives the sums of the first cell's class and its two neighbours and the
+run's class range; a class outside those takes one more masked pass over the run, which is
+still in L1. Runs are split into blocks handled in parallel, each with its own accumulator
 (no atomics, no false sharing), summed at the end. ``NaN`` layer cells count as 0.
 
 Sums are ``float64``: summing 10^8 float32 cells in float32 would lose whole people.
@@ -28,12 +32,12 @@ from geo.grid import Grid
 from geo.region import GroupLayer
 from geo.sampling import ClassShares
 from geo.types import FacilityType
-from geo.zones import OUTSIDE_ZONE_ID, ZoneRaster
+from geo.zones import OUTSIDE_ZONE_ID, ZoneRaster, ZoneRuns, zone_runs
 
 # Fast-math without "nnan"/"ninf": NaN checks must survive; reassociation lets LLVM
 # vectorise the run sums.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-_CHUNKS_PER_THREAD = 4  # row blocks per thread, for load balance
+_CHUNKS_PER_THREAD = 4  # blocks of runs per thread, for load balance
 _ACCUMULATOR_BUDGET_BYTES = 64 * 2**20  # per-block tables together stay below this
 
 OUTSIDE_ZONE_NAME = "outside every zone"
@@ -42,17 +46,19 @@ ALL_ZONE_ID = "all"
 
 
 def accumulate(
-    zone_index: np.ndarray,
+    zone_index: np.ndarray | ZoneRaster,
     class_index: np.ndarray | ClassShares,
     layers: Sequence[np.ndarray],
     n_zones: int,
     n_classes: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sum every layer by zone and severity class in one parallel pass.
+    """Sum every layer by zone and severity class in one parallel pass over the zone runs.
 
     Args:
-        zone_index: integer (``int16``/``int32``) zone of every cell, ``-1`` outside.
+        zone_index: the :class:`~geo.zones.ZoneRaster` (its cached runs are used: the fast
+            path for repeated overlays), or an integer (``int16``/``int32``) zone of every
+            cell, ``-1`` outside (its runs are computed for this call: one extra pass).
         class_index: ``uint8`` class of every cell (0..``n_classes``), or a
             :class:`~geo.sampling.ClassShares` (index or fractional shares).
         layers: 2-D ``float32``/``float64`` arrays of the same shape; ``NaN`` counts as 0.
@@ -67,7 +73,8 @@ def accumulate(
 
     Raises:
         GridMismatchError: arrays of different shapes, or ``out`` of the wrong shape.
-        GeoError: a zone index ``>= n_zones`` or a class index ``> n_classes``.
+        GeoError: a zone index ``>= n_zones`` or a class index ``> n_classes``; a zone
+            raster with other than ``n_zones`` zones.
     """
     if isinstance(class_index, ClassShares):
         if class_index.shares is not None:
@@ -76,19 +83,22 @@ def accumulate(
             )
         assert class_index.index is not None
         class_index = class_index.index
-    zone_index, stack = _check_inputs(zone_index, class_index.shape, layers)
+    class_index = np.asarray(class_index)
+    runs, stack = _check_inputs(zone_index, class_index.shape, layers, n_zones)
     cls = np.ascontiguousarray(class_index)
     if cls.dtype != np.uint8:
         cls = _as_uint8_classes(cls, n_classes)
     out = _check_out(out, len(stack), n_zones, n_classes)
     if stack:
-        bad = sum_by_zone_class(zone_index, cls, stack, n_zones, n_classes, out)
-        _raise_on_bad(bad, zone_index, cls, n_zones, n_classes)
+        blocks = _run_blocks(runs, out.size)
+        bad = _sum_index_kernel(runs.starts, runs.zones, cls.reshape(-1), stack, n_zones,
+                                n_classes, blocks, out)
+        _raise_on_bad(int(bad), runs, cls, n_zones, n_classes)
     return out
 
 
 def accumulate_shares(
-    zone_index: np.ndarray,
+    zone_index: np.ndarray | ZoneRaster,
     shares: np.ndarray,
     layers: Sequence[np.ndarray],
     n_zones: int,
@@ -98,7 +108,7 @@ def accumulate_shares(
     """Like :func:`accumulate`, but each cell's value is split between classes by share.
 
     Args:
-        zone_index: integer zone of every cell, ``-1`` outside.
+        zone_index: the zone raster, or an integer zone of every cell (``-1`` outside).
         shares: ``float32`` ``(n_classes, H, W)``: share of each cell in classes
             ``1..n_classes``; class 0 receives ``1 - sum``.
         layers: 2-D float arrays of shape ``(H, W)``.
@@ -115,11 +125,14 @@ def accumulate_shares(
             f"shares must have shape ({n_classes}, H, W) for {n_classes} classes, got "
             f"{shares.shape}"
         )
-    zone_index, stack = _check_inputs(zone_index, shares.shape[1:], layers)
+    runs, stack = _check_inputs(zone_index, shares.shape[1:], layers, n_zones)
     out = _check_out(out, len(stack), n_zones, n_classes)
     if stack:
-        bad = sum_by_zone_share(zone_index, shares, stack, n_zones, out)
-        _raise_on_bad(bad, zone_index, None, n_zones, n_classes)
+        blocks = _run_blocks(runs, out.size)
+        longest = int(np.diff(runs.starts).max(initial=0))
+        bad = _sum_shares_kernel(runs.starts, runs.zones, shares.reshape(n_classes, -1), stack,
+                                 n_zones, blocks, longest, out)
+        _raise_on_bad(int(bad), runs, None, n_zones, n_classes)
     return out
 
 
@@ -303,25 +316,30 @@ def facilities_by_zone_class(
 
 
 def _check_inputs(
-    zone_index: np.ndarray, shape: tuple[int, ...], layers: Sequence[np.ndarray]
-) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    zone_index = np.ascontiguousarray(zone_index)
-    if zone_index.dtype.kind not in "iu":
-        raise GeoError(f"zone index must be integers, got {zone_index.dtype}")
-    if tuple(zone_index.shape) != tuple(shape):
-        raise GridMismatchError(
-            f"zone index has shape {zone_index.shape}, classes have {tuple(shape)}"
-        )
+    zone_index: np.ndarray | ZoneRaster,
+    shape: tuple[int, ...],
+    layers: Sequence[np.ndarray],
+    n_zones: int,
+) -> tuple[ZoneRuns, tuple[np.ndarray, ...]]:
+    """Runs of the zones and the layers as flat arrays, after checking every shape."""
+    if isinstance(zone_index, ZoneRaster) and zone_index.n_zones != n_zones:
+        raise GeoError(f"the zone raster has {zone_index.n_zones} zones, not n_zones={n_zones}")
+    index = zone_index.index if isinstance(zone_index, ZoneRaster) else np.asarray(zone_index)
+    if index.dtype.kind not in "iu":
+        raise GeoError(f"zone index must be integers, got {index.dtype}")
+    if tuple(index.shape) != tuple(shape):
+        raise GridMismatchError(f"zone index has shape {index.shape}, classes have {tuple(shape)}")
     arrays = [np.asarray(layer) for layer in layers]
     for i, arr in enumerate(arrays):
-        if arr.shape != zone_index.shape:
+        if arr.shape != index.shape:
             raise GridMismatchError(
-                f"layer {i} has shape {arr.shape}, zone index has {zone_index.shape}"
+                f"layer {i} has shape {arr.shape}, zone index has {index.shape}"
             )
+    runs = zone_index.runs if isinstance(zone_index, ZoneRaster) else zone_runs(index)
     # One dtype for all layers, so the kernel takes a homogeneous tuple; float32 unless a
     # layer is float64 (then every layer is read in float64).
     dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
-    return zone_index, tuple(np.ascontiguousarray(a, dtype=dtype) for a in arrays)
+    return runs, tuple(np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrays)
 
 
 def _as_uint8_classes(cls: np.ndarray, n_classes: int) -> np.ndarray:
@@ -345,115 +363,172 @@ def _check_out(out: np.ndarray | None, n_layers: int, n_zones: int, n_classes: i
 
 
 def _raise_on_bad(
-    bad: int, zone_index: np.ndarray, cls: np.ndarray | None, n_zones: int, n_classes: int
+    bad: int, runs: ZoneRuns, cls: np.ndarray | None, n_zones: int, n_classes: int
 ) -> None:
     if bad == 0:
         return
-    detail = f"zone indices up to {int(zone_index.max())} for {n_zones} zones"
+    detail = f"zone indices up to {int(runs.zones.max())} for {n_zones} zones"
     if cls is not None:
         detail += f", class indices up to {int(cls.max())} for {n_classes} classes"
     raise GeoError(f"{bad} cells have an index out of range ({detail}); nothing was added")
 
 
-def _n_chunks(height: int, table_size: int) -> int:
-    """Row blocks: a few per thread, fewer when the per-block tables would be large."""
+def _run_blocks(runs: ZoneRuns, table_size: int) -> np.ndarray:
+    """First run of each parallel block (plus the end): about equal cells per block.
+
+    A few blocks per thread, fewer when the per-block tables would be large.
+    """
     threads = numba.get_num_threads()
     by_budget = max(threads, _ACCUMULATOR_BUDGET_BYTES // max(1, 8 * table_size))
-    return max(1, min(height, threads * _CHUNKS_PER_THREAD, by_budget))
+    n_blocks = max(1, min(runs.n_runs, threads * _CHUNKS_PER_THREAD, by_budget))
+    n_cells = int(runs.starts[-1])
+    targets = (np.arange(n_blocks + 1, dtype=np.int64) * n_cells) // n_blocks
+    return np.searchsorted(runs.starts, targets.astype(np.uint64)).astype(np.int64)
 
 
-def sum_by_zone_class(
-    zone: np.ndarray,
-    cls: np.ndarray,
-    layers: tuple[np.ndarray, ...],
-    n_zones: int,
-    n_classes: int,
-    out: np.ndarray,
-) -> int:
-    """Add layer sums by (zone, class) into ``out``; return the count of bad cells (0 = ok)."""
-    n_chunks = _n_chunks(zone.shape[0], out.size)
-    return int(_sum_index_kernel(zone, cls, layers, n_zones, n_classes, n_chunks, out))
+# Run kernels: ``layers`` and ``cls`` are flat (row-major) arrays; run ``i`` is the cells
+# ``starts[i]:starts[i + 1]``. Indices are uint64 throughout: numba then emits no
+# negative-index wraparound, which would stop LLVM vectorising the loops over a run.
 
 
-def sum_by_zone_share(
-    zone: np.ndarray,
-    shares: np.ndarray,
-    layers: tuple[np.ndarray, ...],
-    n_zones: int,
-    out: np.ndarray,
-) -> int:
-    """Add layer sums split by class shares into ``out``; return the count of bad cells."""
-    n_chunks = _n_chunks(zone.shape[0], out.size)
-    return int(_sum_shares_kernel(zone, shares, layers, n_zones, n_chunks, out))
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _window_pass(layer, cls, j, e, k0):
+    """Class range of run ``j:e`` and the layer's sums in classes ``k0 - 1, k0, k0 + 1``."""
+    below_k = np.uint8(np.int64(k0) - 1)  # wraps to 255 for k0 = 0: never a valid class
+    above_k = np.uint8(np.int64(k0) + 1)
+    below = 0.0
+    centre = 0.0
+    above = 0.0
+    lo = k0
+    hi = k0
+    for q in range(j, e):
+        v = np.float64(layer[q])
+        v = v if v == v else 0.0
+        x = cls[q]
+        below += v if x == below_k else 0.0
+        centre += v if x == k0 else 0.0
+        above += v if x == above_k else 0.0
+        lo = min(lo, x)
+        hi = max(hi, x)
+    return lo, hi, below, centre, above
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _run_sum(layer, j, e):
+    s = 0.0
+    for q in range(j, e):
+        v = np.float64(layer[q])
+        s += v if v == v else 0.0
+    return s
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _masked_sum(layer, cls, j, e, k):
+    s = 0.0
+    for q in range(j, e):
+        v = np.float64(layer[q])
+        s += v if (v == v and cls[q] == k) else 0.0
+    return s
+
+
+@njit(nogil=True, cache=True)
+def _count_above(cls, j, e, n_classes):
+    n = 0
+    for q in range(j, e):
+        n += cls[q] > n_classes
+    return n
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _add_run(row, layer, cls, j, e, k0, lo, hi, below, centre, above):
+    """Add one run's class sums to ``row``: the window around ``k0``, then the other classes."""
+    k = np.int64(k0)
+    row[k] += centre
+    if lo < k0:
+        row[k - 1] += below
+    if hi > k0:
+        row[k + 1] += above
+    for c in range(np.int64(lo), k - 1):
+        row[c] += _masked_sum(layer, cls, j, e, np.uint8(c))
+    for c in range(k + 2, np.int64(hi) + 1):
+        row[c] += _masked_sum(layer, cls, j, e, np.uint8(c))
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def _sum_index_kernel(zone, cls, layers, n_zones, n_classes, n_chunks, out):  # noqa: C901
-    """Per row, find runs of equal (zone, class) and add each run's sum once."""
-    height, width = zone.shape
+def _sum_index_kernel(starts, run_zone, cls, layers, n_zones, n_classes, blocks, out):
+    """Per run: the first layer's pass gives the class range; other layers follow."""
+    n_blocks = blocks.size - 1
     n_layers = len(layers)
-    acc = np.zeros((n_chunks, n_layers, n_zones + 1, n_classes + 1))
-    bad = np.zeros(n_chunks, np.int64)
-    rows_per = (height + n_chunks - 1) // n_chunks
-    for b in prange(n_chunks):
-        for r in range(b * rows_per, min(height, (b + 1) * rows_per)):
-            zrow = zone[r]
-            crow = cls[r]
-            j = 0
-            while j < width:
-                z = zrow[j]
-                k = crow[j]
-                e = j + 1
-                while e < width and zrow[e] == z and crow[e] == k:
-                    e += 1
-                zi = n_zones if z == -1 else np.int64(z)
-                if zi < 0 or zi > n_zones or (z >= n_zones) or k > n_classes:
-                    bad[b] += e - j
-                else:
-                    for li in range(n_layers):
-                        lrow = layers[li][r]
-                        s = 0.0
-                        for i in range(j, e):
-                            v = lrow[i]
-                            s += v if v == v else 0.0
-                        acc[b, li, zi, k] += s
-                j = e
+    acc = np.zeros((n_blocks, n_layers, n_zones + 1, n_classes + 1))
+    bad = np.zeros(n_blocks, np.int64)
+    for b in prange(n_blocks):
+        for i in range(blocks[b], blocks[b + 1]):
+            j = starts[i]
+            e = starts[i + 1]
+            z = run_zone[i]
+            if z < -1 or z >= n_zones:
+                bad[b] += np.int64(e - j)
+                continue
+            zi = n_zones if z == -1 else z
+            k0 = cls[j]
+            lo, hi, below, centre, above = _window_pass(layers[0], cls, j, e, k0)
+            if hi > n_classes:
+                bad[b] += _count_above(cls, j, e, n_classes)
+                continue
+            for li in range(n_layers):
+                if li > 0 and lo == hi:
+                    below, centre, above = 0.0, _run_sum(layers[li], j, e), 0.0
+                elif li > 0:
+                    _, _, below, centre, above = _window_pass(layers[li], cls, j, e, k0)
+                _add_run(acc[b, li, zi], layers[li], cls, j, e, k0, lo, hi, below, centre,
+                         above)
     n_bad = bad.sum()
     if n_bad == 0:
-        for b in range(n_chunks):
+        for b in range(n_blocks):
             out += acc[b]
     return n_bad
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=_FASTMATH)
-def _sum_shares_kernel(zone, shares, layers, n_zones, n_chunks, out):
+def _sum_shares_kernel(starts, run_zone, shares, layers, n_zones, blocks, longest, out):
     """Each cell's value split between classes 1..K by share, class 0 taking the rest."""
-    n_classes, height, width = shares.shape
+    n_classes = shares.shape[0]
+    n_blocks = blocks.size - 1
     n_layers = len(layers)
-    acc = np.zeros((n_chunks, n_layers, n_zones + 1, n_classes + 1))
-    bad = np.zeros(n_chunks, np.int64)
-    rows_per = (height + n_chunks - 1) // n_chunks
-    for b in prange(n_chunks):
-        for r in range(b * rows_per, min(height, (b + 1) * rows_per)):
-            for j in range(width):
-                z = zone[r, j]
-                zi = n_zones if z == -1 else np.int64(z)
-                if zi < 0 or zi > n_zones or z >= n_zones:
-                    bad[b] += 1
-                    continue
-                rest = 1.0
+    acc = np.zeros((n_blocks, n_layers, n_zones + 1, n_classes + 1))
+    bad = np.zeros(n_blocks, np.int64)
+    for b in prange(n_blocks):
+        rest = np.empty(longest, np.float64)  # class 0's share of each cell of a run
+        for i in range(blocks[b], blocks[b + 1]):
+            j = starts[i]
+            e = starts[i + 1]
+            z = run_zone[i]
+            if z < -1 or z >= n_zones:
+                bad[b] += np.int64(e - j)
+                continue
+            zi = n_zones if z == -1 else z
+            m = e - j
+            rest[:m] = 1.0
+            for k in range(n_classes):
+                share = shares[k]
+                for q in range(j, e):
+                    rest[q - j] -= share[q]
+            for li in range(n_layers):
+                layer = layers[li]
+                s = 0.0
+                for q in range(j, e):
+                    v = np.float64(layer[q])
+                    s += v * max(rest[q - j], 0.0) if v == v else 0.0
+                acc[b, li, zi, 0] += s
                 for k in range(n_classes):
-                    rest -= shares[k, r, j]
-                rest = max(rest, 0.0)
-                for li in range(n_layers):
-                    v = np.float64(layers[li][r, j])
-                    if v != v:
-                        continue
-                    acc[b, li, zi, 0] += v * rest
-                    for k in range(n_classes):
-                        acc[b, li, zi, k + 1] += v * shares[k, r, j]
+                    share = shares[k]
+                    s = 0.0
+                    for q in range(j, e):
+                        v = np.float64(layer[q])
+                        s += v * share[q] if v == v else 0.0
+                    acc[b, li, zi, k + 1] += s
     n_bad = bad.sum()
     if n_bad == 0:
-        for b in range(n_chunks):
+        for b in range(n_blocks):
             out += acc[b]
     return n_bad

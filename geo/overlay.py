@@ -167,7 +167,7 @@ def run_overlay(
     access_layers, access_names = _access_layers(
         hazard, values, region, layers, layer_names, classes, impassable_from, options, cache
     )
-    sums = accumulate(zone.index, shares, layers + access_layers, len(zone.zone_ids),
+    sums = accumulate(zone, shares, layers + access_layers, len(zone.zone_ids),
                       classes.count)
     exposure = exposure_frame(sums, zone.zone_ids, zone.names, classes,
                               layer_names + access_names)

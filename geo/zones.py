@@ -13,6 +13,10 @@ Rules:
 * where zones overlap, the FIRST zone in the frame's order wins (sliver overlaps of
   digitised boundaries must not double-count people);
 * cells whose centre is in no zone get index ``-1`` ("outside every zone").
+
+The exposure kernel does not read the index cell by cell: zones are large, so the index is
+compressed once into :class:`ZoneRuns` (runs of equal zone in row-major order, see
+:func:`zone_runs`), cached on the :class:`ZoneRaster` and reused for every hazard.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import hashlib
 import io
 import warnings
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
+from numba import njit, prange
 from pyproj import CRS
 from rasterio.features import rasterize
 
@@ -39,6 +44,116 @@ OUTSIDE_ZONE_ID = "outside"
 _INT16_MAX_ZONES = 32767
 _FORMAT_VERSION = 1
 
+RUN_BLOCK_CELLS = 4096
+"""Runs are also cut at every multiple of this many cells (row-major offset), so no run is
+longer: parallel work splits evenly even with one zone, and per-run scratch stays in L1."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ZoneRuns:
+    """A zone index as runs of equal zone, in row-major (flattened) order.
+
+    Run ``i`` covers the flat cells ``starts[i]`` to ``starts[i + 1] - 1``, all in zone
+    ``zones[i]`` (``-1``: outside every zone). Runs follow zones along rows and over row
+    ends, and :func:`zone_runs` also cuts them every :data:`RUN_BLOCK_CELLS` cells. With
+    zones a few hundred cells across, they take ~5 % of the index's memory, and the
+    exposure kernel no longer reads the index.
+
+    Attributes:
+        starts: ``uint64`` ``(n_runs + 1,)``, increasing; the last entry is the cell count.
+        zones: ``int32`` ``(n_runs,)`` zone index of each run.
+        shape: shape of the zone index the runs came from.
+    """
+
+    starts: np.ndarray
+    zones: np.ndarray
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        n_cells = int(np.prod(self.shape, dtype=np.int64))
+        if (
+            self.starts.dtype != np.uint64
+            or self.zones.dtype != np.int32
+            or self.starts.shape != (self.zones.size + 1,)
+            or int(self.starts[0]) != 0
+            or int(self.starts[-1]) != n_cells
+            or not bool(np.all(self.starts[1:] > self.starts[:-1]))
+        ):
+            raise GeoError(
+                f"zone runs need increasing uint64 starts from 0 to {n_cells} and one int32 "
+                f"zone per run; got {self.starts.dtype} starts ({self.starts.size}) and "
+                f"{self.zones.dtype} zones ({self.zones.size})"
+            )
+
+    @property
+    def n_runs(self) -> int:
+        """Number of runs."""
+        return int(self.zones.size)
+
+    def to_index(self) -> np.ndarray:
+        """The zone index again (``int32``, :attr:`shape`), for checks and debugging."""
+        lengths = np.diff(self.starts).astype(np.int64)
+        return np.repeat(self.zones, lengths).reshape(self.shape)
+
+
+def zone_runs(index: np.ndarray) -> ZoneRuns:
+    """Compress a zone index into :class:`ZoneRuns` (two parallel passes over the index).
+
+    Args:
+        index: integer zone index of any shape (``-1`` outside every zone); values must
+            fit in ``int32``.
+
+    Returns:
+        The runs, read-only.
+
+    Raises:
+        GeoError: the index is not integer, or has values beyond ``int32``.
+    """
+    index = np.asarray(index)
+    if index.dtype.kind not in "iu":
+        raise GeoError(f"zone index must be integers, got {index.dtype}")
+    if index.dtype.itemsize > 4 or index.dtype == np.uint32:
+        if index.size and (int(index.min()) < -(2**31) or int(index.max()) >= 2**31):
+            raise GeoError("zone index values must fit in int32")
+    flat = np.ascontiguousarray(index).reshape(-1)
+    starts, zones = _runs_kernel(flat, RUN_BLOCK_CELLS)
+    starts.flags.writeable = False
+    zones.flags.writeable = False
+    return ZoneRuns(starts=starts, zones=zones, shape=tuple(index.shape))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _runs_kernel(flat, block):
+    """Run starts and zones of ``flat``, cut at multiples of ``block`` (blocks in parallel)."""
+    n = flat.size
+    n_blocks = (n + block - 1) // block
+    one = np.uint64(1)
+    counts = np.zeros(n_blocks + 1, np.int64)
+    for b in prange(n_blocks):
+        lo = np.uint64(b * block)
+        hi = np.uint64(min(n, (b + 1) * block))
+        c = 1
+        for p in range(lo + one, hi):
+            c += flat[p] != flat[p - one]
+        counts[b + 1] = c
+    offsets = np.cumsum(counts)
+    total = offsets[n_blocks]
+    starts = np.empty(total + 1, np.uint64)
+    zones = np.empty(total, np.int32)
+    for b in prange(n_blocks):
+        lo = np.uint64(b * block)
+        hi = np.uint64(min(n, (b + 1) * block))
+        i = offsets[b]
+        starts[i] = lo
+        zones[i] = flat[lo]
+        for p in range(lo + one, hi):
+            if flat[p] != flat[p - one]:
+                i += 1
+                starts[i] = p
+                zones[i] = flat[p]
+    starts[total] = n
+    return starts, zones
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ZoneRaster:
@@ -50,12 +165,16 @@ class ZoneRaster:
         zone_ids: zone ids in the order of the source frame.
         names: zone names, same order.
         grid: the grid of ``index``.
+
+    The index is kept as a read-only view: its :attr:`runs` are computed once and cached,
+    so it must not change afterwards.
     """
 
     index: np.ndarray
     zone_ids: tuple[str, ...]
     names: tuple[str, ...]
     grid: Grid
+    _runs: ZoneRuns | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.index.shape != self.grid.shape:
@@ -64,6 +183,23 @@ class ZoneRaster:
             )
         if len(self.zone_ids) != len(self.names):
             raise GeoError(f"{len(self.zone_ids)} zone ids but {len(self.names)} names")
+        if self.index.dtype.kind not in "iu":
+            raise GeoError(f"zone index must be integers, got {self.index.dtype}")
+        frozen = self.index.view()
+        frozen.flags.writeable = False
+        object.__setattr__(self, "index", frozen)
+
+    @property
+    def runs(self) -> ZoneRuns:
+        """The index as :class:`ZoneRuns`: computed on first use, then cached.
+
+        Call it once when a region pack is loaded (it costs about one pass over the
+        index); every exposure overlay on this raster then reuses it.
+        """
+        if self._runs is None:
+            object.__setattr__(self, "_runs", zone_runs(self.index))
+        assert self._runs is not None
+        return self._runs
 
     @property
     def n_zones(self) -> int:

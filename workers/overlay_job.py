@@ -107,7 +107,7 @@ def run_overlay_job(
     step = progress or (lambda _name: None)
     step("read hazard")
     hazard = read_hazard(job.hazard_path, read_options)  # type: ignore[arg-type]
-    _require_2d(hazard)
+    require_2d(hazard)
     step("load region")
     job.out_dir.mkdir(parents=True, exist_ok=True)
     classes = _classes(job, hazard)
@@ -215,7 +215,7 @@ def _windowed_result(
     )
 
 
-def _require_2d(hazard: HazardGrid) -> None:
+def require_2d(hazard: HazardGrid) -> None:
     """An overlay needs one field: name the dimensions left and the values to choose from."""
     if not hazard.extra_dims:
         return

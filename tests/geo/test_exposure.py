@@ -23,7 +23,7 @@ from geo.raster import Raster
 from geo.region import GroupLayer
 from geo.sampling import ClassShares
 from geo.types import Group
-from geo.zones import ZoneRaster
+from geo.zones import RUN_BLOCK_CELLS, ZoneRaster
 
 THREE_CLASSES = SeverityClasses((1.0, 2.0, 3.0), "m")
 
@@ -164,6 +164,83 @@ def test_mismatched_shapes_and_accumulators_are_refused() -> None:
         accumulate(hand_zones(), hand_classes(), [np.ones((4, 5), np.float32)], 2, 3)
     with pytest.raises(GridMismatchError, match="accumulator"):
         accumulate(hand_zones(), hand_classes(), [hand_population()], 2, 3, out=np.zeros(3))
+
+
+def test_classes_far_from_a_runs_first_class_are_summed_too() -> None:
+    # One zone, one row: people 1..6 in classes 2, 0, 4, 2, 3, 1. The run's first class is 2;
+    # classes 0 and 4 lie outside 1..3 around it. Class 0: 2; class 1: 6; class 2: 1 + 4 = 5;
+    # class 3: 5; class 4: 3. The second layer (ten times the first) gives ten times that.
+    zone = np.zeros((1, 6), dtype=np.int16)
+    cls = np.array([[2, 0, 4, 2, 3, 1]], dtype=np.uint8)
+    people = np.arange(1, 7, dtype=np.float32).reshape(1, 6)
+
+    sums = accumulate(zone, cls, [people, people * 10], 1, 4)
+
+    assert sums[0, 0].tolist() == [2.0, 6.0, 5.0, 5.0, 3.0]
+    assert sums[1, 0].tolist() == [20.0, 60.0, 50.0, 50.0, 30.0]
+    assert not sums[:, 1].any()
+
+
+def test_a_zone_raster_gives_the_sums_of_its_index_array(zone_raster: ZoneRaster) -> None:
+    by_index = accumulate(hand_zones(), hand_classes(), [hand_population()], 2, 3)
+
+    by_raster = accumulate(zone_raster, hand_classes(), [hand_population()], 2, 3)
+    by_shares = accumulate(
+        zone_raster, ClassShares.from_index(hand_classes(), THREE_CLASSES),
+        [hand_population()], 2, 3,
+    )
+
+    np.testing.assert_array_equal(by_raster, by_index)
+    np.testing.assert_array_equal(by_shares, by_index)
+    with pytest.raises(GeoError, match="2 zones, not n_zones=3"):
+        accumulate(zone_raster, hand_classes(), [hand_population()], 3, 3)
+
+
+def test_rows_longer_than_a_run_block_are_summed_whole() -> None:
+    # 3 rows of 2.5 blocks, one person per cell; class = column // 1000 % 3, so each class
+    # holds the same number of columns per 3000. Rows 0-1 are zone 0, row 2 is outside.
+    width = RUN_BLOCK_CELLS * 5 // 2
+    zone = np.zeros((3, width), dtype=np.int16)
+    zone[2] = -1
+    cls = np.tile((np.arange(width) // 1000 % 3).astype(np.uint8), (3, 1))
+    people = np.ones((3, width), dtype=np.float32)
+    per_row = np.bincount(cls[0], minlength=3).astype(np.float64)  # columns per class
+
+    sums = accumulate(zone, cls, [people], 1, 2)
+
+    np.testing.assert_array_equal(sums[0, 0], 2 * per_row)
+    np.testing.assert_array_equal(sums[0, 1], per_row)
+    assert sums.sum() == 3 * width
+
+
+def test_bad_class_cells_are_counted_exactly() -> None:
+    cls = hand_classes()
+    cls[0, 1] = 9  # zone A
+    cls[3, 4] = 7  # outside
+    with pytest.raises(GeoError, match="2 cells have an index out of range"):
+        accumulate(hand_zones(), cls, [hand_population()], 2, 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fractional_shares_equal_a_per_cell_reference_on_random_inputs(seed: int) -> None:
+    # Shares of three classes drawn so that some cells' shares add up to more than 1
+    # (class 0 then gets nothing, not a negative share); 5 % of people are no-data.
+    rng = np.random.default_rng(seed)
+    n_zones, n_classes, shape = 5, 3, (61, 89)
+    zone = np.repeat(rng.integers(-1, n_zones, (61, 9)), 10, axis=1)[:, :89].astype(np.int16)
+    shares = (rng.random((n_classes, *shape)) * 0.45).astype(np.float32)
+    people = rng.gamma(2.0, 30.0, shape).astype(np.float32)
+    people[rng.random(shape) < 0.05] = np.nan
+
+    sums = accumulate_shares(zone, shares, [people], n_zones, n_classes)
+
+    rest = np.maximum(1.0 - shares.astype(np.float64).sum(axis=0), 0.0)
+    split = np.concatenate([rest[None], shares.astype(np.float64)])  # (K + 1, H, W)
+    weights = np.nan_to_num(people.astype(np.float64)) * split
+    row = np.where(zone < 0, n_zones, zone).ravel()
+    for k in range(n_classes + 1):
+        expected = np.bincount(row, weights[k].ravel(), minlength=n_zones + 1)
+        np.testing.assert_allclose(sums[0, :, k], expected, rtol=1e-12, atol=1e-9)
 
 
 def test_exposure_frame_has_one_row_per_zone_and_class_and_an_outside_row_when_needed() -> None:

@@ -11,7 +11,15 @@ import shapely
 
 from geo.errors import CRSMismatchError, GeoError, GeometryRepairedWarning
 from geo.grid import Grid
-from geo.zones import ZoneRaster, ZoneRasterCache, rasterize_zones, zones_fingerprint
+from geo.zones import (
+    RUN_BLOCK_CELLS,
+    ZoneRaster,
+    ZoneRasterCache,
+    ZoneRuns,
+    rasterize_zones,
+    zone_runs,
+    zones_fingerprint,
+)
 
 
 def two_rectangles(crs: str | None = "EPSG:3035") -> gpd.GeoDataFrame:
@@ -177,6 +185,96 @@ def test_fingerprint_changes_with_ids_names_and_geometry_but_not_object_identity
     assert base != zones_fingerprint(zones.assign(zone_id=["A", "C"]))
     assert base != zones_fingerprint(zones.assign(name=["Alpha", "Gamma"]))
     assert base != zones_fingerprint(zones.assign(geometry=zones.geometry.scale(1.01, 1.0)))
+
+
+def test_zone_runs_follow_the_index_along_rows_and_over_row_ends() -> None:
+    # EXPECTED_TWO_RECTANGLES row-major: 0 0 0 -1 -1 | 0 0 0 -1 -1 | 0 0 0 1 1 | 0 0 0 1 1 |
+    # 0 0 0 1 1. Runs start where the value changes: at 0, 3, 5 (row 1 starts with 0 after
+    # -1), 8, 10, 13, 15, 18, 20, 23; the last ends at 25 cells.
+    runs = zone_runs(EXPECTED_TWO_RECTANGLES.astype(np.int16))
+
+    assert runs.starts.dtype == np.uint64 and runs.zones.dtype == np.int32
+    assert runs.starts.tolist() == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25]
+    assert runs.zones.tolist() == [0, -1, 0, -1, 0, 1, 0, 1, 0, 1]
+    assert runs.n_runs == 10 and runs.shape == (5, 5)
+    assert np.array_equal(runs.to_index(), EXPECTED_TWO_RECTANGLES)
+
+
+def test_zone_runs_are_cut_every_block_of_cells_and_carry_over_row_ends() -> None:
+    # One zone over 3 rows of (block + 7) cells = 3 * block + 21 cells: a run over the row
+    # ends, cut at offsets block, 2 block and 3 block.
+    index = np.zeros((3, RUN_BLOCK_CELLS + 7), dtype=np.int16)
+
+    runs = zone_runs(index)
+
+    block = RUN_BLOCK_CELLS
+    assert runs.starts.tolist() == [0, block, 2 * block, 3 * block, 3 * block + 21]
+    assert runs.zones.tolist() == [0, 0, 0, 0]
+
+
+def test_zone_runs_round_trip_random_indices_of_every_integer_kind() -> None:
+    rng = np.random.default_rng(3)
+    for dtype in (np.int16, np.int32, np.int64, np.uint8):
+        low = 0 if np.dtype(dtype).kind == "u" else -1
+        # Blocks of 1 to 40 equal values, so runs of many lengths, some across blocks.
+        values = rng.integers(low, 50, 700)
+        index = np.repeat(values, rng.integers(1, 40, 700))[: 97 * 113].reshape(97, 113)
+
+        runs = zone_runs(index.astype(dtype))
+
+        assert np.array_equal(runs.to_index(), index)
+        lengths = np.diff(runs.starts.astype(np.int64))
+        assert lengths.min() >= 1 and lengths.max() <= RUN_BLOCK_CELLS
+        # Adjacent runs differ in zone unless a block boundary cut them.
+        same = runs.zones[1:] == runs.zones[:-1]
+        assert np.all(runs.starts[1:-1][same] % RUN_BLOCK_CELLS == 0)
+
+
+def test_an_empty_index_has_no_runs() -> None:
+    runs = zone_runs(np.zeros((0, 5), dtype=np.int16))
+    assert runs.n_runs == 0 and runs.starts.tolist() == [0]
+    assert runs.to_index().shape == (0, 5)
+
+
+def test_zone_runs_refuse_a_float_index_and_values_beyond_int32() -> None:
+    with pytest.raises(GeoError, match="integers"):
+        zone_runs(np.zeros((2, 2)))
+    with pytest.raises(GeoError, match="int32"):
+        zone_runs(np.array([[0, 2**40]], dtype=np.int64))
+
+
+def test_inconsistent_zone_runs_are_refused() -> None:
+    with pytest.raises(GeoError, match="increasing uint64 starts from 0 to 6"):
+        ZoneRuns(np.array([0, 4, 3, 6], np.uint64), np.zeros(3, np.int32), (2, 3))
+    with pytest.raises(GeoError, match="from 0 to 6"):
+        ZoneRuns(np.array([0, 5], np.uint64), np.zeros(1, np.int32), (2, 3))
+
+
+def test_a_zone_raster_computes_its_runs_once_and_its_index_is_read_only(
+    grid_5x5: Grid,
+) -> None:
+    zr = rasterize_zones(two_rectangles(), grid_5x5)
+
+    first = zr.runs
+
+    assert zr.runs is first  # cached: every hazard reuses them
+    assert np.array_equal(first.to_index(), zr.index)
+    with pytest.raises(ValueError, match="read-only"):
+        zr.index[0, 0] = 1  # would make the cached runs wrong
+
+
+def test_zone_runs_are_rebuilt_after_a_round_trip_through_bytes(grid_5x5: Grid) -> None:
+    zr = rasterize_zones(two_rectangles(), grid_5x5)
+
+    back = ZoneRaster.from_bytes(zr.to_bytes())
+
+    assert np.array_equal(back.runs.starts, zr.runs.starts)
+    assert np.array_equal(back.runs.zones, zr.runs.zones)
+
+
+def test_a_zone_raster_of_floats_is_refused(grid_5x5: Grid) -> None:
+    with pytest.raises(GeoError, match="integers"):
+        ZoneRaster(np.zeros((5, 5)), ("A",), ("Alpha",), grid_5x5)
 
 
 @pytest.mark.realdata

@@ -14,10 +14,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alerts.errors import AlertError
 from feeds.errors import FeedError
 from geo.errors import GeoError
 from geo.types import HazardKind
+from workers.cli.cap_cmd import cap_app
 from workers.cli.output import print_overlay_summary, progress_steps
+from workers.cli.store_cmds import agency_app, alerts_app, assess, subscribe_app
 
 EXIT_INPUT_ERROR = 3
 EXIT_OVERLAY_ERROR = 4
@@ -29,7 +32,7 @@ app = typer.Typer(
         "NetCDF, GRIB, ShakeMap grid.xml), overlays them on population, vulnerable groups, "
         "facilities and access to care, and writes tables, maps and reports.\n\n"
         "Exit codes: 0 done, 2 bad usage, 3 unreadable input (named in the message), "
-        "4 inputs that cannot be overlaid, 1 unexpected error."
+        "4 inputs that cannot be overlaid or assessed, 1 unexpected error."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -38,6 +41,11 @@ app = typer.Typer(
 region_app = typer.Typer(help="Build and inspect region packs (the exposure layers).",
                          no_args_is_help=True)
 app.add_typer(region_app, name="region")
+app.add_typer(cap_app, name="cap")
+app.add_typer(agency_app, name="agency")
+app.add_typer(subscribe_app, name="subscribe")
+app.add_typer(alerts_app, name="alerts")
+app.command("assess")(assess)
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -192,9 +200,13 @@ class _errors_to_exit_codes:  # noqa: N801 - used as a context manager, reads as
         if isinstance(exc, GeoError):
             err_console.print(f"[bold red]error:[/bold red] cannot overlay: {exc}")
             raise typer.Exit(EXIT_OVERLAY_ERROR)
+        if isinstance(exc, AlertError):
+            err_console.print(f"[bold red]error:[/bold red] cannot assess: {exc}")
+            raise typer.Exit(EXIT_OVERLAY_ERROR)
         return False
 
 
 def main() -> None:
     """Entry point of the ``tocsin`` console script."""
     app()
+

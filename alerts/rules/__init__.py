@@ -1,0 +1,1 @@
+"""Priority rule tables shipped as package data (read through importlib.resources)."""

@@ -1,0 +1,155 @@
+"""``tocsin assess`` end to end on the sample region with a SQLite store.
+
+The scripted flood: run 1 gives an Alert, the same file again gives nothing, run 2 (much
+larger) gives an Update, run 3 (receded) gives a Cancel that references both earlier
+messages. Agencies subscribe by zone codes and by polygons; a subscriber whose area the
+flood never reaches gets nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from pyproj import Transformer
+from typer.testing import CliRunner
+
+from feeds.region import load_region_pack
+from feeds.sample import SampleRegion, build_sample_region
+from workers.cli.main import app
+
+runner = CliRunner()
+CAP = "{urn:oasis:names:tc:emergency:cap:1.2}"
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleRegion:
+    return build_sample_region(tmp_path_factory.mktemp("region"), seed=3, size=120)
+
+
+def _lonlat_box(sample: SampleRegion, frac: tuple[float, float, float, float]) -> dict:
+    grid = load_region_pack(sample.manifest).population.grid
+    minx, miny, maxx, maxy = grid.bounds
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    x0, y0 = minx + frac[0] * (maxx - minx), miny + frac[1] * (maxy - miny)
+    x1, y1 = minx + frac[2] * (maxx - minx), miny + frac[3] * (maxy - miny)
+    ring = [to_ll.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def store_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample: SampleRegion) -> Path:
+    monkeypatch.setenv("TOCSIN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TOCSIN_DATABASE_URL", "")
+    monkeypatch.setenv("TOCSIN_LANGUAGES", "en,fr")
+    _ok(["agency", "add", "valley", "--name", "Valley civil protection"])
+    _ok(["agency", "add", "county", "--name", "County health"])
+    _ok(["agency", "add", "corner", "--name", "Corner village"])
+    zones = ",".join(load_region_pack(sample.manifest).zones["zone_id"])
+    _ok(["subscribe", "add", "valley-all", "--agency", "valley", "--zones", zones,
+         "--region", str(sample.manifest), "--channel", "webhook:https://valley.example/hook",
+         "--channel", "email:duty@valley.example", "--min-level", "yellow"])
+    whole = tmp_path / "whole.geojson"
+    whole.write_text(json.dumps(_lonlat_box(sample, (0.0, 0.0, 1.0, 1.0))), encoding="utf-8")
+    _ok(["subscribe", "add", "county-box", "--agency", "county", "--area", str(whole),
+         "--channel", "sms:+41790000000", "--hazard", "flood_depth"])
+    return tmp_path
+
+
+def _cap(identifier: str) -> etree._Element:
+    result = runner.invoke(app, ["alerts", "show", identifier, "--cap"])
+    assert result.exit_code == 0
+    return etree.fromstring(result.stdout_bytes)
+
+
+def _identifier(output: str) -> str:
+    return output.split("Stored ", 1)[1].split(" ", 1)[0]
+
+
+def test_a_flood_in_three_runs_gives_an_alert_an_update_and_a_cancel(
+    sample: SampleRegion, store_env: Path
+) -> None:
+    feeds = sample.root / "feeds"
+    region = ["--region", str(sample.manifest)]
+    first = _ok(["assess", str(feeds / "flood_depth_run1.tif"), *region])
+    assert "Decision: alert" in first
+    again = _ok(["assess", str(feeds / "flood_depth_run1.tif"), *region])
+    assert "Decision: none" in again and "already ingested" in again
+    second = _ok(["assess", str(feeds / "flood_depth_run2.tif"), *region])
+    assert "Decision: update" in second
+    third = _ok(["assess", str(feeds / "flood_depth_run3.tif"), *region])
+    assert "Decision: cancel" in third
+
+    ids = [_identifier(out) for out in (first, second, third)]
+    msg_types = [_cap(i).findtext(f"{CAP}msgType") for i in ids]
+    assert msg_types == ["Alert", "Update", "Cancel"]
+    references = _cap(ids[2]).findtext(f"{CAP}references")
+    assert ids[0] in references and ids[1] in references
+    languages = [e.text for e in _cap(ids[1]).iter(f"{CAP}language")]
+    assert languages == ["en", "fr"]
+    listing = _ok(["alerts", "list"])
+    assert all(word in listing for word in ("Alert", "Update", "Cancel", "RED"))
+
+
+def test_each_reached_agency_gets_the_figures_inside_its_own_area(
+    sample: SampleRegion, store_env: Path
+) -> None:
+    out = _ok(["assess", str(sample.root / "feeds" / "flood_depth_run2.tif"),
+               "--region", str(sample.manifest)])
+    identifier = _identifier(out)
+    shown = _ok(["alerts", "show", identifier])
+    assert "reaches valley-all (valley)" in shown and "reaches county-box (county)" in shown
+    # 2 channels of the valley + 1 of the county.
+    assert "3 deliveries in the outbox" in shown
+
+
+def test_a_subscription_for_another_hazard_kind_is_not_reached(
+    sample: SampleRegion, store_env: Path
+) -> None:
+    out = _ok(["assess", str(sample.root / "feeds" / "shakemap_grid.xml"),
+               "--region", str(sample.manifest)])
+    identifier = _identifier(out)
+    shown = _ok(["alerts", "show", identifier])
+    assert "county-box" not in shown  # it wants floods only
+    assert "valley-all" in shown
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--zones", "NOPE1"], "NOPE1"),
+        (["--hazard", "meteor"], "meteor"),
+        (["--channel", "webhook:ftp://x"], "webhook"),
+    ],
+)
+def test_bad_subscriptions_are_refused_and_change_nothing(
+    sample: SampleRegion, store_env: Path, args: list[str], message: str
+) -> None:
+    before = _ok(["subscribe", "list"])
+    base = ["subscribe", "add", "bad", "--agency", "corner", "--region", str(sample.manifest)]
+    if not any(a == "--channel" for a in args):
+        base += ["--channel", "email:a@corner.example"]
+    if not any(a == "--zones" for a in args):
+        base += ["--zones", load_region_pack(sample.manifest).zones["zone_id"].iloc[0]]
+    result = runner.invoke(app, [*base, *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert _ok(["subscribe", "list"]) == before
+
+
+def test_a_duplicate_subscription_is_refused(sample: SampleRegion, store_env: Path) -> None:
+    zones = ",".join(load_region_pack(sample.manifest).zones["zone_id"])
+    result = runner.invoke(app, [
+        "subscribe", "add", "valley-again", "--agency", "valley", "--zones", zones,
+        "--channel", "webhook:https://valley.example/hook",
+        "--channel", "email:duty@valley.example"])
+    assert result.exit_code != 0
+    assert "duplicate" in result.output.lower()

@@ -1,0 +1,262 @@
+"""``tocsin assess``: one hazard file through overlay, assessment, matching and the store.
+
+Reads the hazard, overlays it on the region pack, decides whether the event is new, changed
+materially, or over (Alert, Update, Cancel, or nothing), composes and renders the CAP
+message, matches the subscriptions, and stores the message with one delivery per matched
+subscription and channel in one transaction (the outbox the dispatch step reads).
+Re-ingesting the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import shapely
+from pyproj import Transformer
+from rasterio.features import rasterize
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy.orm import Session, sessionmaker
+
+from alerts.assess import footprint_lonlat, max_class_of, summarize_exposure, summarize_hazard
+from alerts.cap import render_cap
+from alerts.compose import compose_alert
+from alerts.events import Decision, EventRecord, decide, match_event, new_event_id
+from alerts.matching import build_index, exposure_for, match
+from alerts.model import (
+    AlertStatus,
+    ExposureSummary,
+    Level,
+    MsgType,
+    Priority,
+    Reference,
+    Subscription,
+)
+from alerts.priority import prioritize
+from feeds.read import read_hazard
+from feeds.region import load_region_pack
+from geo.hazard import HazardGrid
+from geo.maps import render_overlay_map
+from geo.overlay import OverlayCache, OverlayResult, run_overlay
+from geo.region import RegionPack
+from store import repo
+from store.db import session_scope
+from store.models import AlertMatch, AlertRecord, PlannedDelivery, StoredEvent
+from workers.overlay_job import require_2d
+from workers.settings import Settings
+
+_MSG_TYPES = {"alert": MsgType.ALERT, "update": MsgType.UPDATE, "cancel": MsgType.CANCEL}
+_NEXT_STATUS = {MsgType.ALERT: AlertStatus.ISSUED, MsgType.UPDATE: AlertStatus.UPDATED,
+                MsgType.CANCEL: AlertStatus.CANCELLED}
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedSubscriber:
+    """A subscription the alert reaches, with the figures inside its own area."""
+
+    subscription: Subscription
+    max_class: int
+    exposure: ExposureSummary
+
+
+@dataclass(frozen=True, slots=True)
+class AssessOutcome:
+    """What one assessment decided and stored.
+
+    Attributes:
+        decision: alert, update, cancel or none, with the reasons.
+        hazard: the hazard as read.
+        priority: the event's priority (``None`` when the file was already ingested).
+        event_id: the event the file belongs to (``None`` when nothing was sent).
+        identifier: the CAP identifier of the stored message, if one was issued.
+        matched: the subscriptions reached, with their own figures.
+        deliveries: number of deliveries written to the outbox.
+    """
+
+    decision: Decision
+    hazard: HazardGrid
+    priority: Priority | None = None
+    event_id: str | None = None
+    identifier: str | None = None
+    matched: tuple[MatchedSubscriber, ...] = field(default=())
+    deliveries: int = 0
+
+
+def run_assess(
+    hazard_path: Path,
+    region_manifest: Path,
+    read_options: object | None,
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    now: datetime,
+    region: RegionPack | None = None,
+    cache: OverlayCache | None = None,
+) -> AssessOutcome:
+    """Assess one hazard file and store what it warrants.
+
+    Args:
+        hazard_path: the feed file.
+        region_manifest: the region pack it is overlaid on.
+        read_options: :class:`feeds.base.ReadOptions` (variable, time, member...).
+        settings: sender, languages, lifetimes and thresholds.
+        sessions: the store's session factory.
+        now: the time of this assessment (the clock is read by the caller).
+        region: the region pack, already loaded (else loaded from ``region_manifest``).
+        cache: per-pack work shared across assessments.
+
+    Raises:
+        FeedError, GeoError, AlertError: the inputs cannot be read, overlaid or assessed;
+            nothing is stored then.
+    """
+    hazard = read_hazard(hazard_path, read_options)  # type: ignore[arg-type]
+    require_2d(hazard)
+    with session_scope(sessions) as session:
+        if not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
+                                  issued_at=hazard.issued_at):
+            return AssessOutcome(Decision("none", ("this file was already ingested",)), hazard)
+    region = region or load_region_pack(region_manifest)
+    cache = cache if cache is not None else OverlayCache()
+    result = run_overlay(hazard, region, None, cache)
+    hs = summarize_hazard(hazard, result.classes, max_class_of(result))
+    exposure = summarize_exposure(result)
+    priority = prioritize(hs, exposure, now=now)
+    footprint = footprint_lonlat(result)
+    at = hs.onset or hs.issued_at or now
+    window = timedelta(hours=settings.event_window_h)
+    with session_scope(sessions) as session:
+        records = [_record(session, e) for e in repo.open_events(session, hs.kind, at - window)]
+        event = match_event(hs.kind, hs.source_event_id, footprint, at, records, window)
+        decision = decide(event, hazard.checksum, priority.level, exposure.population,
+                          exposure.area_km2, material_share=settings.material_change_share,
+                          cancel_below_level=settings.cancel_below_level)
+        if decision.action == "none":
+            return AssessOutcome(decision, hazard, priority,
+                                 event.event_id if event else None)
+        msg_type = _MSG_TYPES[decision.action]
+        event_id = event.event_id if event else new_event_id(hs.kind, at, footprint)
+        area = footprint if not footprint.is_empty else _last_footprint(event)
+        composed = compose_alert(
+            event_id=event_id, sequence=len(event.messages) + 1 if event else 1,
+            sender=settings.sender, sent=now, msg_type=msg_type, hazard=hs, exposure=exposure,
+            priority=priority, footprint_lonlat=area, area_name=f"{region.name}",
+            languages=settings.languages,
+            expires=now + timedelta(hours=settings.alert_lifetime_h),
+            references=[Reference(settings.sender, ident, sent)
+                        for ident, sent in (event.messages if event else ())],
+            map_png=_map(result, region),
+            note="; ".join(decision.reasons) or None,
+        )
+        cap_bytes = render_cap(composed.event)
+        matched = _match(session, result, region, cache, hs.kind, priority.level, msg_type,
+                         event)
+        record = AlertRecord(
+            identifier=composed.event.identifier, event_id=event_id, sender=settings.sender,
+            msg_type=msg_type, priority=priority, sent=now,
+            expires=now + timedelta(hours=settings.alert_lifetime_h), cap_bytes=cap_bytes,
+        )
+        repo.save_event(session, StoredEvent(
+            event_id=event_id, kind=hs.kind, first_seen=event.first_seen if event else at,
+            last_seen=at, source_event_id=hs.source_event_id, footprint=area,
+            status=_NEXT_STATUS[msg_type], last_level=priority.level, last_exposure=exposure,
+            last_checksum=hazard.checksum,
+        ))
+        planned = [PlannedDelivery(m.subscription.subscription_id, channel)
+                   for m in matched for channel in m.subscription.channels]
+        deliveries = repo.save_alert_with_deliveries(session, record, planned)
+        repo.save_matches(session, [
+            AlertMatch(record.identifier, m.subscription.subscription_id,
+                       m.subscription.agency_id, priority.level, m.max_class, m.exposure)
+            for m in matched
+        ])
+    return AssessOutcome(decision, hazard, priority, event_id, record.identifier,
+                         tuple(matched), len(deliveries))
+
+
+def _record(session: Session, stored: StoredEvent) -> EventRecord:
+    """The event as the decision rules see it, with every message sent so far."""
+    messages = tuple((a.identifier, a.sent) for a in sorted(
+        repo.list_alerts(session, event_id=stored.event_id), key=lambda a: a.sent))
+    last = stored.last_exposure
+    return EventRecord(
+        event_id=stored.event_id, kind=stored.kind, source_event_id=stored.source_event_id,
+        footprint_wkt=stored.footprint.wkt if stored.footprint is not None else "POLYGON EMPTY",
+        first_seen=stored.first_seen, last_seen=stored.last_seen,
+        last_level=stored.last_level or Level.GREEN,
+        last_population=last.population if last else 0.0,
+        last_area_km2=last.area_km2 if last else 0.0,
+        last_checksum=stored.last_checksum or "",
+        status=stored.status or AlertStatus.ISSUED, messages=messages,
+    )
+
+
+def _last_footprint(event: EventRecord | None) -> BaseGeometry:
+    if event is None:
+        return shapely.Polygon()
+    return event.footprint
+
+
+def _map(result: OverlayResult, region: RegionPack) -> bytes:
+    return render_overlay_map(
+        result.footprint, result.classes, title=f"Alert area over {region.name}",
+        zones=region.zones, facilities=region.facilities,
+        extent=region.population.grid.bounds, dpi=80,
+    )
+
+
+def _match(
+    session: Session,
+    result: OverlayResult,
+    region: RegionPack,
+    cache: OverlayCache,
+    kind: str,
+    level: Level,
+    msg_type: MsgType,
+    event: EventRecord | None,
+) -> list[MatchedSubscriber]:
+    """Subscriptions reached: by area and kind, at or under the alert's level.
+
+    A Cancel goes to the same audience as the messages it closes: subscribers whose
+    minimum level the last message reached.
+    """
+    subscriptions = repo.list_subscriptions(session)
+    if not subscriptions:
+        return []
+    zone_raster = cache.zone_rasters[region.population.grid]
+    known = set(zone_raster.zone_ids)
+    usable = [s for s in subscriptions if set(s.zone_codes) <= known]
+    gate = event.last_level if msg_type is MsgType.CANCEL and event is not None else level
+    wanted = [s for s in usable if gate.at_least(s.min_level)]
+    if not wanted:
+        return []
+    index = build_index(wanted, result.population_grid, zone_raster=zone_raster)
+    class_index = result.class_index
+    if msg_type is MsgType.CANCEL:
+        class_index = _footprint_cells(event, result)
+    found = match(index, class_index, hazard_kind=kind)
+    by_id = {s.subscription_id: s for s in wanted}
+    return [
+        MatchedSubscriber(by_id[sid], int(k),
+                          exposure_for(by_id[sid], result, zone_raster, region=region))
+        for sid, k in zip(found.subscription_ids, found.max_class.tolist(), strict=True)
+    ]
+
+
+def _footprint_cells(event: EventRecord | None, result: OverlayResult) -> np.ndarray:
+    """Cells of the last footprint sent, as class 1, for matching a Cancel's audience."""
+    grid = result.population_grid
+    if event is None or event.footprint.is_empty:
+        return np.zeros(grid.shape, dtype=np.uint8)
+    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
+    shape = shapely.transform(event.footprint, lambda x, y: to_grid(x, y), interleaved=False)
+    return rasterize([(shape, 1)], out_shape=grid.shape, transform=grid.transform,
+                     fill=0, dtype="uint8", all_touched=True)
+
+
+def stored_subscriptions(sessions: sessionmaker[Session]) -> Sequence[Subscription]:
+    """All subscriptions in the store (for listing and validation of new ones)."""
+    with session_scope(sessions) as session:
+        return repo.list_subscriptions(session)
