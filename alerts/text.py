@@ -10,6 +10,9 @@ characters; the full text (email, web) has every figure and reason. The rules ar
 down in docs/message-text.md.
 
 Pure: the time zone and all times are passed in; nothing reads the clock.
+
+Number, label and time style per language (:class:`Phrasebook`) live in
+:mod:`alerts.text_locale` (re-exported here).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from alerts.model import ExposureSummary, HazardSummary, Level, MsgType, Priority
 from alerts.sms import MessageTextError, fit_chars, fit_sms, gsm7_punctuation, sms_segments
+from alerts.text_locale import Phrasebook, _check_figure, _zone
+from alerts.text_locale import round_for_reading as round_for_reading  # re-exported
 
 DEFAULT_LANGUAGE = "en"
 HEADLINE_MAX_CHARS = 160  # CAP headline: "less than 160 characters" advised by the spec
@@ -36,11 +41,6 @@ SHORT_360_MAX_CHARS = 360  # WEA 360-character message
 DESCRIPTION_MAX_FACILITIES = 5  # the full text lists them all
 _TEMPLATE_PACKAGE = "alerts.templates"
 _MSG_KEYS = {MsgType.ALERT: "alert", MsgType.UPDATE: "update", MsgType.CANCEL: "cancel"}
-_NUMBER = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
-# A unit is "%" or one word, optionally with a second word carrying an exponent ("m s-1").
-_UNIT = r"(%|\s(?!to\s)\S+(?:\s\S*\d)?)?"
-_RANGE_LABEL = re.compile(rf"^({_NUMBER}) to ({_NUMBER}){_UNIT}$")
-_AT_LEAST_LABEL = re.compile(rf"^({_NUMBER}){_UNIT} and above$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,151 +175,11 @@ def _base_language(language: str) -> str:
     return language.strip().replace("_", "-").split("-")[0].lower()
 
 
-class Phrasebook:
-    """One language's templates, with the number, label and time style of that language.
-
-    Attributes:
-        code: the language code of the template file (``"fr"``).
-        t: the parsed templates.
-    """
-
-    def __init__(self, language: str) -> None:
-        self.code = language
-        self.t = _templates(language)
-
-    def fmt(self, template: str, where: str, **fields: Any) -> str:
-        """Fill a template, turning a wrong field name into an error naming file and key."""
-        try:
-            return template.format(**fields)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise MessageTextError(
-                f"alerts/templates/{self.code}.toml: template {where} ({template!r}) "
-                f"cannot be filled: {type(exc).__name__} {exc}"
-            ) from exc
-
-    def phrase(self, key: str, **fields: Any) -> str:
-        """A ``[phrases]`` entry filled with ``fields``."""
-        return self.fmt(self.t["phrases"][key], f"phrases.{key}", **fields)
-
-    def kind_value(self, kind: str, key: str) -> str:
-        """A value of ``[kinds.<kind>]``, falling back to ``[kinds.generic]``."""
-        section = self.t["kinds"].get(kind, {})
-        return section[key] if key in section else self.t["kinds"]["generic"][key]
-
-    def instruction(self, kind: str, key: str) -> str:
-        """Instruction for a level (or ``cancel``), falling back to the generic one."""
-        section = self.t["kinds"].get(kind, {}).get("instruction", {})
-        return section.get(key) or self.t["kinds"]["generic"]["instruction"][key]
-
-    def message(self, msg_key: str, key: str) -> Any:
-        """A ``[messages.<type>]`` entry; Update and Cancel inherit what they omit."""
-        messages = self.t["messages"]
-        return messages[msg_key].get(key, messages["alert"][key])
-
-    def number(self, n: int) -> str:
-        """An integer with the language's thousands separator."""
-        return f"{n:,}".replace(",", self.t["meta"]["thousands_separator"])
-
-    def join(self, items: Sequence[str]) -> str:
-        """``a, b and c`` in the language."""
-        if len(items) <= 1:
-            return "".join(items)
-        return f"{', '.join(items[:-1])} {self.t['meta']['list_and']} {items[-1]}"
-
-    def count(self, value: float) -> str:
-        """A count rounded by :func:`round_for_reading`: "about 3,100", "etwa 3.100"."""
-        qualifier, rounded = round_for_reading(value)
-        return self.fmt(self.t["numbers"][qualifier], f"numbers.{qualifier}",
-                        value=self.number(rounded))
-
-    def area(self, area_km2: float) -> str:
-        """An area for reading: "less than 1 km²", whole km² under 10, then count bands."""
-        _check_figure("area_km2", area_km2)
-        numbers = self.t["numbers"]
-        if area_km2 < 1:
-            return self.fmt(numbers["area_less_than"], "numbers.area_less_than", value=1)
-        if area_km2 < 10:
-            value = self.fmt(numbers["about"], "numbers.about", value=math.floor(area_km2 + 0.5))
-        else:
-            value = self.count(area_km2)
-        return self.fmt(numbers["area"], "numbers.area", value=value)
-
-    def class_label(self, label: str) -> str:
-        """A :mod:`geo.classes` label in the language: "0.5 to 1.5 m" -> "0,5 à 1,5 m".
-
-        Other labels (Roman MMI numerals, custom ones) are kept as they are.
-        """
-        decimal = self.t["meta"]["decimal_separator"]
-        if match := _RANGE_LABEL.match(label):
-            lo, hi, unit = match.groups()
-            return self.fmt(self.t["labels"]["range"], "labels.range", unit=self._unit(unit),
-                            lo=lo.replace(".", decimal), hi=hi.replace(".", decimal))
-        if match := _AT_LEAST_LABEL.match(label):
-            lo, unit = match.groups()
-            return self.fmt(self.t["labels"]["at_least"], "labels.at_least",
-                            lo=lo.replace(".", decimal), unit=self._unit(unit))
-        return label
-
-    def _unit(self, suffix: str | None) -> str:
-        unit = (suffix or "").strip()
-        if not unit:
-            return ""
-        if unit == "%":
-            return str(self.t["meta"]["percent_suffix"])
-        return self.t["meta"]["unit_space"] + self.t["units"].get(unit, unit)
-
-    def time(self, when: datetime, zone: ZoneInfo, *, short: bool = False) -> str:
-        """A local date and time with the zone's abbreviation ("13 May 2026 at 08:00 CEST")."""
-        local = when.astimezone(zone)
-        meta = self.t["meta"]
-        key = "datetime_short" if short else "datetime"
-        return self.fmt(
-            meta[key], f"meta.{key}", day=local.day, month=meta["months"][local.month - 1],
-            month_short=meta["months_short"][local.month - 1], month_num=local.month,
-            year=local.year, time=f"{local.hour:02d}:{local.minute:02d}",
-            tz=local.tzname() or "",
-        )
-
-
 def phrasebook(language: str) -> Phrasebook:
     """The :class:`Phrasebook` of a language (``"fr-CA"`` -> French; unknown -> English)."""
     base = _base_language(language)
-    return Phrasebook(base if base in available_languages() else DEFAULT_LANGUAGE)
-
-
-def round_for_reading(value: float) -> tuple[Literal["fewer_than", "about"], int]:
-    """Round a count the way the text says it.
-
-    Under 10 -> ("fewer_than", 10); 10 to 999 -> nearest 10; 1,000 to 9,999 -> nearest
-    100; 10,000 and above -> nearest 1,000. The band is chosen from the unrounded value and
-    halves round up (15 -> 20), so 995 reads "about 1,000".
-
-    Args:
-        value: a non-negative finite count (people are fractional in rasters).
-
-    Returns:
-        ``(qualifier, rounded)``.
-
-    Raises:
-        MessageTextError: the value is negative, NaN or infinite.
-    """
-    _check_figure("value", value)
-    if value < 10:
-        return "fewer_than", 10
-    step = 10 if value < 1_000 else 100 if value < 10_000 else 1_000
-    return "about", int(math.floor(value / step + 0.5)) * step
-
-
-def _check_figure(name: str, value: float) -> None:
-    if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise MessageTextError(f"{name} must be a non-negative finite number, got {value!r}")
-
-
-def _zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise MessageTextError(f"tz {tz!r} is not a known IANA time zone") from exc
+    code = base if base in available_languages() else DEFAULT_LANGUAGE
+    return Phrasebook(code, _templates(code))
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``tocsin assess``: one hazard file through overlay, assessment, matching and the store.
 
-Reads the hazard, overlays it on the region pack, decides whether the event is new, changed
+Reads the hazard (a raster feed, or an external CAP 1.2 alert whose areas become a
+categorical hazard), overlays it on the region pack, decides whether the event is new, changed
 materially, or over (Alert, Update, Cancel, or nothing), composes and renders the CAP
 message, matches the subscriptions, and stores the message with one delivery per matched
 subscription and channel in one transaction (the outbox the dispatch step reads).
@@ -36,11 +37,13 @@ from alerts.model import (
     Subscription,
 )
 from alerts.priority import prioritize
+from feeds.cap_hazard import SEVERITY_CLASSES as CAP_SEVERITY_CLASSES
+from feeds.cap_hazard import is_cap_file, read_cap_hazard
 from feeds.read import read_hazard
 from feeds.region import load_region_pack
 from geo.hazard import HazardGrid
 from geo.maps import render_overlay_map
-from geo.overlay import OverlayCache, OverlayResult, run_overlay
+from geo.overlay import OverlayCache, OverlayOptions, OverlayResult, run_overlay
 from geo.region import RegionPack
 from store import repo
 from store.db import session_scope
@@ -112,15 +115,21 @@ def run_assess(
         FeedError, GeoError, AlertError: the inputs cannot be read, overlaid or assessed;
             nothing is stored then.
     """
-    hazard = read_hazard(hazard_path, read_options)  # type: ignore[arg-type]
-    require_2d(hazard)
+    region = region or load_region_pack(region_manifest)
+    options = None
+    if is_cap_file(hazard_path):
+        hazard = read_cap_hazard(hazard_path, region.population.grid,
+                                 geocode_lookup=_zone_lookup(region))
+        options = OverlayOptions(classes=CAP_SEVERITY_CLASSES)
+    else:
+        hazard = read_hazard(hazard_path, read_options)  # type: ignore[arg-type]
+        require_2d(hazard)
     with session_scope(sessions) as session:
         if not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
                                   issued_at=hazard.issued_at):
             return AssessOutcome(Decision("none", ("this file was already ingested",)), hazard)
-    region = region or load_region_pack(region_manifest)
     cache = cache if cache is not None else OverlayCache()
-    result = run_overlay(hazard, region, None, cache)
+    result = run_overlay(hazard, region, options, cache)
     hs = summarize_hazard(hazard, result.classes, max_class_of(result))
     exposure = summarize_exposure(result)
     priority = prioritize(hs, exposure, now=now)
@@ -174,6 +183,14 @@ def run_assess(
         ])
     return AssessOutcome(decision, hazard, priority, event_id, record.identifier,
                          tuple(matched), len(deliveries))
+
+
+def _zone_lookup(region: RegionPack) -> dict[str, BaseGeometry]:
+    """Zone geometries in EPSG:4326 by zone id: the geocodes a CAP message may use."""
+    if region.zones is None:
+        return {}
+    lonlat = region.zones.to_crs("EPSG:4326")
+    return dict(zip(lonlat["zone_id"], lonlat.geometry, strict=True))
 
 
 def _record(session: Session, stored: StoredEvent) -> EventRecord:

@@ -153,3 +153,40 @@ def test_a_duplicate_subscription_is_refused(sample: SampleRegion, store_env: Pa
         "--channel", "email:duty@valley.example"])
     assert result.exit_code != 0
     assert "duplicate" in result.output.lower()
+
+
+def _cap_for(sample: SampleRegion, severity: str, zone: str) -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>ext-1</identifier><sender>met@agency.example</sender>
+  <sent>2024-05-14T06:00:00-00:00</sent><status>Actual</status><msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info><category>Met</category><event>Storm</event><urgency>Immediate</urgency>
+    <severity>{severity}</severity><certainty>Observed</certainty>
+    <expires>2024-05-14T18:00:00-00:00</expires>
+    <area><areaDesc>One zone</areaDesc><geocode><valueName>zone</valueName>
+      <value>{zone}</value></geocode></area>
+  </info>
+</alert>""".encode()
+
+
+def test_an_external_cap_alert_enters_the_same_pipeline_by_its_areas(
+    sample: SampleRegion, store_env: Path, tmp_path: Path
+) -> None:
+    zones = load_region_pack(sample.manifest).zones
+    zone = zones["zone_id"].iloc[len(zones) // 2]
+    message = tmp_path / "external.xml"
+    message.write_bytes(_cap_for(sample, "Extreme", zone))
+    out = _ok(["assess", str(message), "--region", str(sample.manifest)])
+    assert "Decision: alert" in out
+    assert "reaches valley-all" in _ok(["alerts", "show", _identifier(out)])
+
+
+def test_a_cap_1_1_alert_is_refused_with_its_reason(
+    sample: SampleRegion, store_env: Path, tmp_path: Path
+) -> None:
+    message = tmp_path / "old.xml"
+    message.write_bytes(_cap_for(sample, "Extreme", "Z001").replace(b"cap:1.2", b"cap:1.1"))
+    result = runner.invoke(app, ["assess", str(message), "--region", str(sample.manifest)])
+    assert result.exit_code == 3
+    assert "1.1" in result.output
