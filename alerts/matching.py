@@ -9,18 +9,26 @@ cells.
 
 How it is fast. The index (built once per region pack and subscription set) holds every
 polygon in the population grid's *cell coordinates* (``col, row``; cell ``(r, c)`` is the
-square ``[c, c+1] x [r, r+1]``), its cell bounding box and whether it is a rectangle. For each
-footprint, :func:`match` builds one summed-area table per class level (``class >= k``,
-``int32``) in a single parallel pass, then per polygon:
+square ``[c, c+1] x [r, r+1]``), its cell bounding box, a box of cells inside it and whether
+it is a rectangle. For each footprint, :func:`match` keeps the highest and lowest class of
+every 16 x 16 block of cells and the highest of every 4 x 4 sub-block (one parallel read of
+the class grid into small tables that stay in cache; no table per class level), then, per
+polygon, in parallel:
 
-1. no footprint cell in its bounding box (4 lookups): no match, no polygon test;
-2. a rectangle: the bounding box *is* the polygon: the box's highest class;
-3. the box entirely of one class or more (count equals box cells): at least that class;
+1. the blocks of its bounding box bound its class from above: below ``min_class``, no
+   match, no polygon test;
+2. a rectangle: the bounding box *is* the polygon: the box's highest class, read from the
+   blocks and sub-blocks wholly inside the box and the cells of the others whose maximum
+   could raise it;
+3. the box's lowest class (when the box lies on the grid) and the highest class of the
+   inner box bound it from below, the box's highest class from above; when the bounds
+   meet, that is the answer;
 4. otherwise (a polygon on a footprint edge) an exact scan-line test: a cell overlaps the
    polygon if and only if an edge passes through the cell's open interior or its centre is
    inside the polygon. Each edge's cells in each row, and each row's run of inside centres,
-   are intervals answered by the table in O(1), so the test costs O(edges x rows spanned),
-   never O(cells).
+   are intervals read the same way (skipping blocks that cannot raise the answer), and the
+   scan stops once the upper bound is reached: O(edges x rows spanned) plus the cells read,
+   never more than the polygon's cells.
 
 Vertices are reprojected from EPSG:4326 with pyproj (edges are first split to at most
 :data:`SEGMENT_MAX_DEG` so long edges follow the projection); edges are straight in the
@@ -35,10 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
-from numba import njit, prange
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 
+from alerts._matching_kernels import (
+    block_extrema,
+    inner_boxes,
+    match_parts,
+    zone_max_class,
+)
 from alerts.errors import SubscriptionError
 from alerts.model import ClassExposure, ExposureSummary, FacilityHit, Subscription
 from geo.exposure import accumulate, group_counts
@@ -50,7 +63,6 @@ from geo.zones import ZoneRaster
 
 SEGMENT_MAX_DEG = 0.1
 """Longest polygon edge (degrees) reprojected as a straight line; about 11 km."""
-_STRIPE_COLS = 1024  # columns per parallel stripe when building the summed-area tables
 _RECT_RTOL = 1e-9  # a polygon is a rectangle when its area is its box's within this
 _WGS84 = CRS.from_epsg(4326)
 
@@ -62,6 +74,7 @@ class SubscriptionIndex:
     Attributes:
         grid: the population grid.
         subscription_ids: ids, in the order of the subscriptions given.
+        id_array: the same ids as an object array (matched ids are picked from it).
         part_sub: for every polygon part, the position of its subscription.
         boxes: ``int64 (parts, 4)``: ``row0, row1, col0, col1`` cell ranges (end exclusive)
             clipped to the grid; empty when the part lies off the grid.
@@ -80,6 +93,7 @@ class SubscriptionIndex:
 
     grid: Grid
     subscription_ids: tuple[str, ...]
+    id_array: np.ndarray
     part_sub: np.ndarray
     boxes: np.ndarray
     clipped: np.ndarray
@@ -154,12 +168,13 @@ def build_index(
     inner = np.zeros((len(cells), 4), dtype=np.int64)
     if len(cells):
         inside = shapely.get_coordinates(shapely.point_on_surface(cells))
-        _inner_boxes(coords, ring_offsets, part_rings, inside[:, 0].copy(),
+        inner_boxes(coords, ring_offsets, part_rings, inside[:, 0].copy(),
                      inside[:, 1].copy(), grid.height, grid.width, inner)
     zone_sub, zone_idx = _zone_pairs(subscriptions, zone_raster)
     kind_filter = _kind_filter(subscriptions)
     return SubscriptionIndex(
-        grid=grid, subscription_ids=ids, part_sub=part_sub, boxes=boxes, clipped=clipped,
+        grid=grid, subscription_ids=ids, id_array=np.array(ids, dtype=object),
+        part_sub=part_sub, boxes=boxes, clipped=clipped,
         rectangular=rectangular, inner=inner, coords=coords, ring_offsets=ring_offsets,
         part_rings=part_rings, zone_sub=zone_sub, zone_idx=zone_idx, zone_raster=zone_raster,
         kind_filter=kind_filter,
@@ -201,47 +216,31 @@ def match(
         raise SubscriptionError(
             f"unknown hazard kind {hazard_kind!r}; valid kinds are {sorted(index.kind_filter)}"
         )
-    n_subs = len(index.subscription_ids)
-    best = np.zeros(n_subs, dtype=np.uint8)
+    best = np.zeros(len(index.subscription_ids), dtype=np.uint8)
     exact = 0
     top = int(cls.max()) if cls.size else 0
     if top >= min_class:
         if index.n_parts:
-            sat = summed_area_tables(cls, min_class, top)
+            block_max, block_min, sub_max = block_extrema(cls)
             part_best = np.zeros(index.n_parts, dtype=np.uint8)
-            exact = int(_match_parts(
-                sat, min_class, index.boxes, index.clipped, index.rectangular, index.inner,
-                index.coords,
-                index.ring_offsets, index.part_rings, part_best,
+            exact = int(match_parts(
+                cls, block_max, block_min, sub_max, min_class, index.boxes, index.clipped,
+                index.rectangular, index.inner, index.coords, index.ring_offsets,
+                index.part_rings, part_best,
             ))
             np.maximum.at(best, index.part_sub, part_best)
         if len(index.zone_sub):
             assert index.zone_raster is not None
-            zone_best = _zone_max_class(index.zone_raster.index, cls, min_class,
-                                        index.zone_raster.n_zones)
+            zone_best = zone_max_class(index.zone_raster.index, cls, min_class,
+                                       index.zone_raster.n_zones)
             np.maximum.at(best, index.zone_sub, zone_best[index.zone_idx])
     if hazard_kind is not None:
         best[~index.kind_filter[hazard_kind]] = 0
     positions = np.flatnonzero(best)
     return MatchResult(
-        subscription_ids=tuple(index.subscription_ids[i] for i in positions.tolist()),
+        subscription_ids=tuple(index.id_array[positions].tolist()),
         positions=positions, max_class=best[positions], exact_tests=exact,
     )
-
-
-def summed_area_tables(class_index: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``(hi - lo + 1, H + 1, W + 1)`` summed-area tables of ``class_index >= k``, k = lo..hi.
-
-    ``t[k - lo, r, c]`` counts the cells above-left of ``(r, c)`` (exclusive); ``int32``
-    while the grid has fewer than 2**31 cells, else ``int64``. One parallel pass.
-    """
-    height, width = class_index.shape
-    dtype = np.int32 if height * width < 2**31 else np.int64
-    n_stripes = -(-width // _STRIPE_COLS)
-    offsets = _stripe_offsets(class_index, lo, hi - lo + 1, _STRIPE_COLS, n_stripes)
-    out = np.empty((hi - lo + 1, height + 1, width + 1), dtype=dtype)
-    _fill_tables(class_index, lo, offsets, _STRIPE_COLS, out)
-    return out
 
 
 def exposure_for(
@@ -452,259 +451,3 @@ def _facilities_inside(result: OverlayResult, inside: np.ndarray) -> tuple[Facil
     return tuple(FacilityHit(name=str(r["name"]), type=str(r["type"]),
                              class_label=str(r["label"]))
                  for _, r in hit.loc[keep].iterrows())
-
-
-# --- kernels -------------------------------------------------------------------------------
-
-
-@njit(parallel=True, cache=True)
-def _stripe_offsets(cls, lo, n_levels, stripe, n_stripes):  # pragma: no cover - compiled
-    """Per row and level, cells ``>= k`` in the stripes left of each stripe (row prefix)."""
-    height, width = cls.shape
-    out = np.zeros((n_levels, height, n_stripes), dtype=np.int64)
-    for r in prange(height):
-        for s in range(n_stripes - 1):
-            counts = np.zeros(n_levels, dtype=np.int64)
-            for c in range(s * stripe, min(width, (s + 1) * stripe)):
-                v = cls[r, c]
-                for li in range(n_levels):
-                    if v >= lo + li:
-                        counts[li] += 1
-            for li in range(n_levels):
-                out[li, r, s + 1] = out[li, r, s] + counts[li]
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _fill_tables(cls, lo, offsets, stripe, out):  # pragma: no cover - compiled
-    """Fill the summed-area tables stripe by stripe; each stripe's rows stay in cache."""
-    height, width = cls.shape
-    n_levels, _, n_stripes = offsets.shape
-    for s in prange(n_stripes):
-        c0, c1 = s * stripe, min(width, (s + 1) * stripe)
-        for li in range(n_levels):
-            for c in range(c0, c1):
-                out[li, 0, c + 1] = 0
-            if s == 0:
-                for r in range(height + 1):
-                    out[li, r, 0] = 0
-        for r in range(height):
-            for li in range(n_levels):
-                k = lo + li
-                run = offsets[li, r, s]
-                for c in range(c0, c1):
-                    if cls[r, c] >= k:
-                        run += 1
-                    out[li, r + 1, c + 1] = out[li, r, c + 1] + run
-
-
-@njit(cache=True, inline="always")
-def _count(sat, r0, r1, c0, c1):  # pragma: no cover - compiled
-    return sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
-
-
-@njit(parallel=True, cache=True)
-def _match_parts(sat, lo, boxes, clipped, rect, inner, coords, ring_offsets, part_rings,
-                 out):  # pragma: no cover - compiled
-    """Highest class (or 0) of every part: box tests first, exact scan lines on edges."""
-    n_levels = sat.shape[0]
-    exact = np.zeros(boxes.shape[0], dtype=np.uint8)
-    for p in prange(boxes.shape[0]):
-        r0, r1, c0, c1 = boxes[p, 0], boxes[p, 1], boxes[p, 2], boxes[p, 3]
-        if r1 <= r0 or c1 <= c0 or _count(sat[0], r0, r1, c0, c1) == 0:
-            continue
-        upper, full_level = 0, -1
-        cells = (r1 - r0) * (c1 - c0)
-        for li in range(n_levels - 1, -1, -1):
-            n = _count(sat[li], r0, r1, c0, c1)
-            if n > 0 and upper == 0:
-                upper = li + 1
-            if n == cells and not clipped[p]:
-                full_level = li
-                break
-        if rect[p] or full_level == upper - 1:
-            out[p] = lo + upper - 1
-            continue
-        found = _inner_level(sat, inner[p], upper - 1, full_level)
-        if found < upper - 1:
-            exact[p] = 1
-            for li in range(upper - 1, found, -1):
-                if _polygon_hits(sat[li], coords, ring_offsets, part_rings[p],
-                                 part_rings[p + 1]):
-                    found = li
-                    break
-        if found >= 0:
-            out[p] = lo + found
-    return exact.sum()
-
-
-@njit(cache=True, inline="always")
-def _inner_level(sat, box, top, floor_level):  # pragma: no cover - compiled
-    """Highest level in ``floor_level+1..top`` with a cell in the inner box, else floor."""
-    if box[1] > box[0] and box[3] > box[2]:
-        for li in range(top, floor_level, -1):
-            if _count(sat[li], box[0], box[1], box[2], box[3]) > 0:
-                return li
-    return floor_level
-
-
-@njit(cache=True, inline="always")
-def _edge_cells_in_row(x0, y0, x1, y1, r, width):  # pragma: no cover - compiled
-    """Columns of row ``r`` whose cell interior the edge crosses (``first > last``: none)."""
-    if y0 == y1:
-        if not (r < y0 < r + 1):
-            return 0, -1
-        xa, xb = min(x0, x1), max(x0, x1)
-    else:
-        ya, yb = max(r, min(y0, y1)), min(r + 1.0, max(y0, y1))
-        if ya >= yb:
-            return 0, -1
-        xa = x0 + (ya - y0) * (x1 - x0) / (y1 - y0)
-        xb = x0 + (yb - y0) * (x1 - x0) / (y1 - y0)
-        xa, xb = min(xa, xb), max(xa, xb)
-    if xa == xb:  # vertical: only a cell whose open interior holds x
-        ca = int(np.floor(xa))
-        cb = ca if ca != xa else ca - 1
-    else:
-        ca, cb = int(np.floor(xa)), int(np.ceil(xb)) - 1
-    return max(ca, 0), min(cb, width - 1)
-
-
-@njit(cache=True)
-def _polygon_hits(sat, coords, ring_offsets, ring0, ring1):  # pragma: no cover - compiled
-    """True when a cell counted by ``sat`` overlaps the polygon with positive area."""
-    height, width = sat.shape[0] - 1, sat.shape[1] - 1
-    n_cross = 0
-    for ring in range(ring0, ring1):
-        for v in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-            y0, y1 = coords[v, 1], coords[v + 1, 1]
-            top = min(float(height), np.ceil(max(y0, y1)))
-            n_cross += max(0, int(top - max(0.0, np.floor(min(y0, y1))))) + 1
-    keys = np.empty(n_cross, dtype=np.float64)
-    rows = np.empty(n_cross, dtype=np.int64)
-    n = 0
-    span = width + 4.0
-    for ring in range(ring0, ring1):
-        for v in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-            x0, y0 = coords[v, 0], coords[v, 1]
-            x1, y1 = coords[v + 1, 0], coords[v + 1, 1]
-            ra = max(0, int(np.floor(min(y0, y1))))
-            rb = min(height, int(np.ceil(max(y0, y1))))
-            for r in range(ra, rb):
-                ca, cb = _edge_cells_in_row(x0, y0, x1, y1, r, width)
-                if ca <= cb and _count(sat, r, r + 1, ca, cb + 1) > 0:
-                    return True
-                # Crossing of the row's centre line (half-open: vertices counted once).
-                yc = r + 0.5
-                if min(y0, y1) <= yc < max(y0, y1):
-                    xc = x0 + (yc - y0) * (x1 - x0) / (y1 - y0)
-                    keys[n] = r * span + min(max(xc, -1.0), width + 1.0) + 1.0
-                    rows[n] = r
-                    n += 1
-    order = np.argsort(keys[:n])
-    i = 0
-    while i + 1 < n:
-        a, b = order[i], order[i + 1]
-        if rows[a] != rows[b]:  # unpaired crossing (degenerate ring): skip it
-            i += 1
-            continue
-        r = rows[a]
-        xa = keys[a] - r * span - 1.0
-        xb = keys[b] - r * span - 1.0
-        ca = max(0, int(np.ceil(xa - 0.5)))
-        cb = min(width - 1, int(np.floor(xb - 0.5)))
-        if ca <= cb and _count(sat, r, r + 1, ca, cb + 1) > 0:
-            return True
-        i += 2
-    return False
-
-
-@njit(parallel=True, cache=True)
-def _inner_boxes(coords, ring_offsets, part_rings, px, py, height, width,
-                 out):  # pragma: no cover - compiled
-    """A box inside each part: its widths through an interior point, shrunk until clear."""
-    for p in prange(len(px)):
-        r0, r1 = part_rings[p], part_rings[p + 1]
-        xl, xr = _nearest_crossings(coords, ring_offsets, r0, r1, px[p], py[p], 0)
-        yb, yt = _nearest_crossings(coords, ring_offsets, r0, r1, px[p], py[p], 1)
-        if not (xl < px[p] < xr and yb < py[p] < yt):
-            continue
-        for scale in (0.9, 0.7, 0.5, 0.3):
-            bx0, bx1 = px[p] - scale * (px[p] - xl), px[p] + scale * (xr - px[p])
-            by0, by1 = py[p] - scale * (py[p] - yb), py[p] + scale * (yt - py[p])
-            if not _edges_meet_box(coords, ring_offsets, r0, r1, bx0, by0, bx1, by1):
-                out[p, 0] = min(max(int(np.floor(by0)), 0), height)
-                out[p, 1] = min(max(int(np.ceil(by1)), 0), height)
-                out[p, 2] = min(max(int(np.floor(bx0)), 0), width)
-                out[p, 3] = min(max(int(np.ceil(bx1)), 0), width)
-                break
-
-
-@njit(cache=True)
-def _nearest_crossings(coords, ring_offsets, r0, r1, px, py, axis):  # pragma: no cover
-    """Nearest boundary crossings either side of the point, along x (axis 0) or y (1)."""
-    other = 1 - axis
-    at, pos = (py, px) if axis == 0 else (px, py)
-    below, above = -np.inf, np.inf
-    for ring in range(r0, r1):
-        for v in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-            a0, a1 = coords[v, other], coords[v + 1, other]
-            if min(a0, a1) <= at < max(a0, a1):
-                b0, b1 = coords[v, axis], coords[v + 1, axis]
-                b = b0 + (at - a0) * (b1 - b0) / (a1 - a0)
-                if b < pos:
-                    below = max(below, b)
-                elif b > pos:
-                    above = min(above, b)
-                else:  # the point is on the boundary
-                    return np.inf, -np.inf
-    return below, above
-
-
-@njit(cache=True)
-def _edges_meet_box(coords, ring_offsets, r0, r1, bx0, by0, bx1, by1):  # pragma: no cover
-    """True when an edge has a point in the closed box (Liang-Barsky clipping)."""
-    for ring in range(r0, r1):
-        for v in range(ring_offsets[ring], ring_offsets[ring + 1] - 1):
-            x0, y0 = coords[v, 0], coords[v, 1]
-            dx, dy = coords[v + 1, 0] - x0, coords[v + 1, 1] - y0
-            t0, t1 = 0.0, 1.0
-            meets = True
-            # Constraints p * t <= q for x >= bx0, x <= bx1, y >= by0, y <= by1.
-            for q, p in ((x0 - bx0, -dx), (bx1 - x0, dx), (y0 - by0, -dy), (by1 - y0, dy)):
-                if p == 0.0:
-                    if q < 0.0:
-                        meets = False
-                        break
-                    continue
-                if p < 0.0:
-                    t0 = max(t0, q / p)
-                else:
-                    t1 = min(t1, q / p)
-                if t0 > t1:
-                    meets = False
-                    break
-            if meets:
-                return True
-    return False
-
-
-@njit(parallel=True, cache=True)
-def _zone_max_class(zone, cls, lo, n_zones):  # pragma: no cover - compiled
-    """Highest class ``>= lo`` in each zone (0 when none), from per-row-block tables."""
-    height, width = cls.shape
-    n_blocks = 64
-    tables = np.zeros((n_blocks, n_zones + 1), dtype=np.uint8)
-    step = -(-height // n_blocks)
-    for b in prange(n_blocks):
-        for r in range(b * step, min(height, (b + 1) * step)):
-            for c in range(width):
-                v = cls[r, c]
-                z = zone[r, c]
-                if v >= lo and z >= 0 and v > tables[b, z]:
-                    tables[b, z] = v
-    out = np.zeros(n_zones, dtype=np.uint8)
-    for b in range(n_blocks):
-        for z in range(n_zones):
-            out[z] = max(out[z], tables[b, z])
-    return out

@@ -17,8 +17,9 @@ import xarray as xr
 from pyproj import Transformer
 from shapely.geometry import Point, box
 
+from alerts._matching_kernels import BLOCK
 from alerts.errors import SubscriptionError
-from alerts.matching import build_index, exposure_for, match, summed_area_tables
+from alerts.matching import build_index, exposure_for, match
 from alerts.model import Subscription
 from geo.grid import Grid
 from geo.hazard import HazardGrid
@@ -113,7 +114,7 @@ def test_min_class_leaves_out_subscriptions_that_see_only_lower_classes() -> Non
 def test_polygons_off_the_grid_never_match_and_clipped_ones_use_their_cells_on_it() -> None:
     cls = np.full((10, 10), 1, dtype=np.uint8)
     # Its box overlaps the grid's lower-left corner but the triangle itself stays outside.
-    outside_corner = "POLYGON ((-5 -1, -1 -5, -0.5 0.5, -5 -1))"
+    outside_corner = "POLYGON ((-3 0.5, 0.5 -3, -3 -3, -3 0.5))"  # x + y <= -2.5
     subs = [_sub("away", box(20, 20, 21, 21).wkt), _sub("corner", outside_corner),
             _sub("across", box(-3, 4.5, 0.5, 5.5).wkt)]
     assert match(build_index(subs, LONLAT), cls).as_dict() == {"across": 1}
@@ -155,20 +156,11 @@ def test_class_index_of_another_shape_or_type_is_refused() -> None:
         match(index, np.zeros((5, 5), dtype=np.uint8))
 
 
-def test_summed_area_tables_count_cells_at_or_above_each_level() -> None:
-    rng = np.random.default_rng(3)
-    cls = rng.integers(0, 4, (37, 2100)).astype(np.uint8)  # > 1 stripe of 1024 columns
-    tables = summed_area_tables(cls, 1, 3)
-    for k in (1, 2, 3):
-        expected = np.zeros((38, 2101), dtype=np.int64)
-        expected[1:, 1:] = np.cumsum(np.cumsum(cls >= k, axis=0), axis=1)
-        np.testing.assert_array_equal(tables[k - 1], expected)
-
-
 def _brute_force(polygon: shapely.Polygon, cls: np.ndarray) -> int:
     """Highest class among the cells sharing area with ``polygon``, by GEOS, cell by cell."""
     rows, cols = np.nonzero(cls)
-    cells = shapely.box(cols, 9 - rows, cols + 1, 10 - rows)
+    top = cls.shape[0]  # 1-degree cells from lat 0 up: row r is lat top-1-r .. top-r
+    cells = shapely.box(cols, top - 1 - rows, cols + 1, top - rows)
     overlap = shapely.intersects(polygon, cells) & ~shapely.touches(polygon, cells)
     return int(cls[rows[overlap], cols[overlap]].max()) if overlap.any() else 0
 
@@ -194,6 +186,87 @@ def test_matching_agrees_with_geos_cell_by_cell_on_random_polygons() -> None:
     expected = {f"p{i}": k for i, p in enumerate(polygons) if (k := _brute_force(p, cls))}
     assert got == expected
     assert 50 < len(expected) < 350  # both outcomes are well represented
+
+
+# --- Grids of many blocks -------------------------------------------------------------
+# Matching reads the class grid through the highest and lowest class of each BLOCK x BLOCK
+# block (16 x 16), so these grids span several blocks, with partial blocks at the edges.
+# 1-degree cells from lon 0, lat 0 again: cell (row, col) is lon col..col+1 and
+# lat H-1-row .. H-row on a grid of H rows.
+
+
+def _lonlat_grid(height: int, width: int) -> Grid:
+    return Grid.from_bounds((0, 0, width, height), (height, width), "EPSG:4326")
+
+
+def test_rectangle_across_blocks_takes_the_highest_class_inside_it_not_beside_it() -> None:
+    assert BLOCK == 16  # the cells below are placed around the block lines 16 and 32
+    cls = np.ones((40, 40), dtype=np.uint8)
+    cls[17, 17] = 3  # block (1, 1), one column left of the rectangle
+    cls[30, 30] = 2  # block (1, 1), inside the rectangle
+    cls[5, 20] = 3  # block (0, 1), above the rectangle
+    # Rows 17..30, columns 18..33: lat 40-31 .. 40-17, lon 18..34.
+    rectangle = box(18, 9, 34, 23)
+    shifted = box(17, 9, 34, 23)  # one column further left: now holds cell (17, 17)
+    subs = [_sub("rect", rectangle.wkt), _sub("shifted", shifted.wkt)]
+    result = match(build_index(subs, _lonlat_grid(40, 40)), cls)
+    assert result.as_dict() == {"rect": 2, "shifted": 3}
+    assert result.exact_tests == 0
+
+
+def test_polygon_across_blocks_reaches_a_high_cell_only_through_its_own_area() -> None:
+    # The diagonal lat = lon / 2 from (0, 0) to (40, 20) splits the box lon 0..40, lat 0..20
+    # (rows 20..39: block rows 1 and 2) into a lower and an upper triangle.
+    cls = np.zeros((40, 40), dtype=np.uint8)
+    cls[22, 2] = 3  # lon 2..3, lat 17..18: far above the diagonal (lat 1..1.5 there)
+    cls[36, 30] = 2  # lon 30..31, lat 3..4: far below it (lat 15..15.5 there)
+    cls[29, 20] = 1  # lon 20..21, lat 10..11: the diagonal (lat 10..10.5) cuts it
+    lower = _sub("lower", "POLYGON ((0 0, 40 0, 40 20, 0 0))")
+    upper = _sub("upper", "POLYGON ((0 0, 40 20, 0 20, 0 0))")
+    index = build_index([lower, upper], _lonlat_grid(40, 40))
+    result = match(index, cls)
+    # Both boxes hold the class-3 cell: neither is decided from its box.
+    assert result.as_dict() == {"lower": 2, "upper": 3} and result.exact_tests == 2
+    assert match(index, cls, min_class=3).as_dict() == {"upper": 3}
+    cls[36, 30] = 0
+    assert match(index, cls).as_dict() == {"lower": 1, "upper": 3}
+
+
+def test_matching_agrees_with_geos_on_a_grid_of_many_blocks() -> None:
+    rng = np.random.default_rng(5)
+    height, width = 45, 70  # 3 x 5 blocks, the last row and column of blocks partial
+    # Patches of one class (whole blocks of one class) with scattered single cells.
+    patches = rng.integers(0, 4, (-(-height // 8), -(-width // 8)))
+    cls = np.kron(patches, np.ones((8, 8), dtype=np.int64))[:height, :width]
+    noise = rng.random((height, width)) < 0.03
+    cls[noise] = rng.integers(0, 4, int(noise.sum()))
+    cls = cls.astype(np.uint8)
+    polygons = []
+    while len(polygons) < 240:
+        centre = rng.uniform(-5, [width + 5, height + 5])
+        size = rng.uniform(0.5, 30)
+        if len(polygons) % 3 == 0:  # rectangles, some with integer sides on block lines
+            x0, y0 = np.round(centre) if len(polygons) % 2 else centre
+            polygon = box(x0, y0, x0 + size, y0 + rng.uniform(0.5, 30))
+        else:  # star polygons
+            n = int(rng.integers(3, 12))
+            angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+            radius = rng.uniform(0.2, 1.0, n) * size
+            polygon = shapely.Polygon(
+                centre + np.column_stack([radius * np.cos(angles), radius * np.sin(angles)]))
+        if polygon.is_valid and polygon.area > 0:
+            polygons.append(polygon)
+    index = build_index([_sub(f"p{i}", p.wkt) for i, p in enumerate(polygons)],
+                        _lonlat_grid(height, width))
+    for min_class in (1, 2, 3):
+        got = match(index, cls, min_class=min_class).as_dict()
+        expected = {}
+        for i, polygon in enumerate(polygons):
+            k = _brute_force(polygon, np.where(cls >= min_class, cls, 0))
+            if k:
+                expected[f"p{i}"] = k
+        assert got == expected
+        assert 30 < len(expected) < 220  # matches and misses both well represented
 
 
 # --- A projected grid and exposure per subscriber ---------------------------------------
