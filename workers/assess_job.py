@@ -124,10 +124,8 @@ def run_assess(
     else:
         hazard = read_hazard(hazard_path, read_options)  # type: ignore[arg-type]
         require_2d(hazard)
-    with session_scope(sessions) as session:
-        if not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
-                                  issued_at=hazard.issued_at):
-            return AssessOutcome(Decision("none", ("this file was already ingested",)), hazard)
+    if _already_ingested(sessions, hazard, now):
+        return AssessOutcome(Decision("none", (_SEEN,)), hazard)
     cache = cache if cache is not None else OverlayCache()
     result = run_overlay(hazard, region, options, cache)
     hs = summarize_hazard(hazard, result.classes, max_class_of(result))
@@ -137,6 +135,11 @@ def run_assess(
     at = hs.onset or hs.issued_at or now
     window = timedelta(hours=settings.event_window_h)
     with session_scope(sessions) as session:
+        # The ingest is recorded in the same transaction as what it produces: if anything
+        # below fails, the file is not marked as seen and a retry assesses it again.
+        if not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
+                                  issued_at=hazard.issued_at):
+            return AssessOutcome(Decision("none", (_SEEN,)), hazard)
         records = [_record(session, e) for e in repo.open_events(session, hs.kind, at - window)]
         event = match_event(hs.kind, hs.source_event_id, footprint, at, records, window)
         decision = decide(event, hazard.checksum, priority.level, exposure.population,
@@ -183,6 +186,18 @@ def run_assess(
         ])
     return AssessOutcome(decision, hazard, priority, event_id, record.identifier,
                          tuple(matched), len(deliveries))
+
+
+_SEEN = "this file was already ingested"
+
+
+def _already_ingested(sessions: sessionmaker[Session], hazard: HazardGrid, now: datetime) -> bool:
+    """Whether the file was ingested before; looks only (the check is rolled back)."""
+    with sessions() as session:
+        seen = not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
+                                      issued_at=hazard.issued_at)
+        session.rollback()
+    return seen
 
 
 def _zone_lookup(region: RegionPack) -> dict[str, BaseGeometry]:

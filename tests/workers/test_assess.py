@@ -190,3 +190,24 @@ def test_a_cap_1_1_alert_is_refused_with_its_reason(
     result = runner.invoke(app, ["assess", str(message), "--region", str(sample.manifest)])
     assert result.exit_code == 3
     assert "1.1" in result.output
+
+
+def test_a_failed_assessment_leaves_the_file_unseen_so_a_retry_assesses_it(
+    sample: SampleRegion, store_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.assess_job as job
+    from alerts.errors import CapError
+
+    real = job.render_cap
+
+    def broken(event: object) -> bytes:
+        raise CapError("simulated failure while rendering")
+
+    monkeypatch.setattr(job, "render_cap", broken)
+    hazard = str(sample.root / "feeds" / "flood_depth_run2.tif")
+    failed = runner.invoke(app, ["assess", hazard, "--region", str(sample.manifest)])
+    assert failed.exit_code == 4 and "simulated failure" in failed.output
+    monkeypatch.setattr(job, "render_cap", real)
+    retried = _ok(["assess", hazard, "--region", str(sample.manifest)])
+    assert "Decision: alert" in retried
+    assert "Decision: none" in _ok(["assess", hazard, "--region", str(sample.manifest)])
