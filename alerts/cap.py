@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 
 from lxml import etree
@@ -226,32 +226,48 @@ def _people(value: float) -> str:
     return str(round(value))
 
 
-def exposure_parameters(priority: Priority, exposure: ExposureSummary,
+def exposure_parameters(priority: Priority, exposure: ExposureSummary, *,
+                        private_groups: Collection[str] = (), min_public_count: int = 5,
                         ) -> tuple[tuple[str, str], ...]:
     """CAP ``parameter`` pairs carrying the level and the exposure figures.
 
-    People are rounded to whole persons, areas to 0.1 km²; names start with
+    People are rounded to whole persons, areas to 0.1 km²; counts of ``private_groups``
+    (known from individual registries) between 1 and ``min_public_count - 1`` are written
+    ``"<N"``. Names start with
     :data:`PARAMETER_PREFIX`. Reasons are repeated ``tocsin:reason`` parameters, most
     important first, so a receiver can show why without reading the free text.
 
     Args:
         priority: the decided level, score and reasons.
         exposure: the figures (event total or inside one subscriber's area).
+        private_groups: groups known from individual registries.
+        min_public_count: counts of those groups below this are written ``"<N"``.
 
     Returns:
         ``(valueName, value)`` pairs for :attr:`alerts.model.Info.parameters`.
     """
     p = PARAMETER_PREFIX
+    private = set(private_groups)
+    if "disability" in private:
+        private.add("cut_off_disability")
+
+    def count(field: str) -> str:
+        # Registry groups: a small count could single people out; publish "<N" instead.
+        value = float(getattr(exposure, field))
+        if field in private and 0 < round(value) < min_public_count:
+            return f"<{min_public_count}"
+        return _people(value)
+
     pairs = [
         (f"{p}level", priority.level.value),
         (f"{p}score", f"{priority.score:.1f}"),
         (f"{p}rulesVersion", priority.rules_version),
         (f"{p}peopleExposed", _people(exposure.population)),
-        (f"{p}peopleWithDisabilitiesExposed", _people(exposure.disability)),
-        (f"{p}olderPeopleExposed", _people(exposure.older)),
-        (f"{p}electricityDependentPeopleExposed", _people(exposure.electricity_dependent)),
+        (f"{p}peopleWithDisabilitiesExposed", count("disability")),
+        (f"{p}olderPeopleExposed", count("older")),
+        (f"{p}electricityDependentPeopleExposed", count("electricity_dependent")),
         (f"{p}peopleCutOffFromCare", _people(exposure.cut_off_population)),
-        (f"{p}peopleWithDisabilitiesCutOffFromCare", _people(exposure.cut_off_disability)),
+        (f"{p}peopleWithDisabilitiesCutOffFromCare", count("cut_off_disability")),
         (f"{p}facilitiesHit", str(len(exposure.facilities_hit))),
         (f"{p}areaKm2", f"{exposure.area_km2:.1f}"),
     ]

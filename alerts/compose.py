@@ -106,6 +106,8 @@ def compose_alert(
     tz: str = "UTC",
     status: Status = Status.ACTUAL,
     note: str | None = None,
+    private_groups: Sequence[str] = (),
+    min_public_count: int = 5,
 ) -> ComposedAlert:
     """Compose the CAP message of one decision (Alert, Update or Cancel) of one event.
 
@@ -127,6 +129,9 @@ def compose_alert(
         tz: time zone for times written in the text.
         status: CAP status (Actual, Exercise, Test...).
         note: CAP note (e.g. why a message was cancelled).
+        private_groups: groups known from individual registries: their small counts are
+            not published (the message text already rounds counts under 10).
+        min_public_count: counts of those groups below this are hidden.
 
     Raises:
         AlertError: an Update or Cancel without references, an empty area, no language.
@@ -139,7 +144,8 @@ def compose_alert(
         raise AlertError(f"event {event_id} has an empty footprint: nothing to draw an area from")
     area = Area(description=area_name, polygons=cap_polygons(footprint_lonlat))
     resources = (map_resource(map_png),) if map_png is not None else ()
-    parameters = exposure_parameters(priority, exposure)
+    parameters = exposure_parameters(priority, exposure, private_groups=private_groups,
+                                     min_public_count=min_public_count)
     texts = []
     infos = []
     for language in dict.fromkeys(languages):  # each language once, order kept

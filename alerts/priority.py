@@ -15,7 +15,7 @@ The table's loading and validation live in :mod:`alerts.priority_rules` (re-expo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -75,14 +75,23 @@ def prioritize(
     *,
     now: datetime,
     rules: RuleTable | None = None,
+    private_groups: Collection[str] = (),
+    min_public_count: int = 5,
 ) -> Priority:
     """Decide the level, CAP severity/urgency/certainty and the reasons of one alert.
+
+    The level uses the exact figures; the reasons, which are published, write counts of
+    ``private_groups`` (groups known from individual registries) between 1 and
+    ``min_public_count - 1`` as "fewer than N", so no small group can be singled out.
 
     Args:
         hazard: what the hazard is (classes reached, nature, onset, ensemble share).
         exposure: who and what it reaches (whole event or one subscriber's area).
         now: the decision time (timezone-aware), for the urgency.
         rules: the rule table; ``None`` takes the shipped default.
+        private_groups: groups known from individual registries (their small counts are
+            hidden in the reasons).
+        min_public_count: counts of those groups below this are hidden.
 
     Returns:
         The priority. ``score`` is the level's rank (green 0 ... red 3) plus the breadth of
@@ -99,7 +108,7 @@ def prioritize(
     _check_inputs(hazard, exposure, now)
     share = hazard.max_class / hazard.n_classes
     findings = [
-        *_people_findings(hazard, exposure, rules),
+        *_people_findings(hazard, exposure, rules, private_groups, min_public_count),
         *_facility_findings(hazard, exposure, rules),
         _severity_finding(hazard, share, rules),
     ]
@@ -171,23 +180,38 @@ _NOUNS: Mapping[str, tuple[str, str]] = MappingProxyType({
 })
 
 
+def _public_count(value: float, private: bool, min_public_count: int) -> str:
+    """A count for a published reason; small counts of a registry group are hidden."""
+    if private and 0 < value and math.floor(value + 0.5) < min_public_count:
+        return f"fewer than {min_public_count}"
+    return format_count(value)
+
+
 def _people_findings(
-    hazard: HazardSummary, exposure: ExposureSummary, rules: RuleTable
+    hazard: HazardSummary,
+    exposure: ExposureSummary,
+    rules: RuleTable,
+    private_groups: Collection[str] = (),
+    min_public_count: int = 5,
 ) -> list[_Finding]:
     out = []
     for order, name in enumerate(PEOPLE_FACTORS):
         value = float(getattr(exposure, name))
-        count = format_count(value)
+        private = name in private_groups or (
+            name == "cut_off_disability" and "disability" in private_groups)
+        count = _public_count(value, private, min_public_count)
         noun = _NOUNS[name][0 if count in ("1", "fewer than 1") else 1]
         if name.startswith("cut_off_"):
             reason = f"{count} {noun} cut off from hospital care by the hazard"
         else:
-            reason = f"{count} {noun} in the hazard area" + _top_clause(hazard, exposure, name)
+            reason = f"{count} {noun} in the hazard area" + _top_clause(
+                hazard, exposure, name, private, min_public_count)
         out.append(_Finding(level_for(value, rules.people[name]), reason, order))
     return out
 
 
-def _top_clause(hazard: HazardSummary, exposure: ExposureSummary, name: str) -> str:
+def _top_clause(hazard: HazardSummary, exposure: ExposureSummary, name: str,
+                private: bool = False, min_public_count: int = 5) -> str:
     """``", 1,200 of them in the most severe class ('...')"`` when by_class says so."""
     top = [c for c in exposure.by_class if c.k == hazard.max_class]
     if not top or hazard.max_class == 0:
@@ -202,7 +226,8 @@ def _top_clause(hazard: HazardSummary, exposure: ExposureSummary, name: str) -> 
         return f", all in {which} ('{top[0].label}')"
     if format_count(in_top) == format_count(total):
         return f", nearly all in {which} ('{top[0].label}')"
-    return f", {format_count(in_top)} of them in {which} ('{top[0].label}')"
+    part = _public_count(in_top, private, min_public_count)
+    return f", {part} of them in {which} ('{top[0].label}')"
 
 
 def _facility_findings(

@@ -90,12 +90,13 @@ class Phrasebook:
                         value=self.number(rounded))
 
     def area(self, area_km2: float) -> str:
-        """An area for reading: "less than 1 km²", whole km² under 10, then count bands."""
+        """An area for reading: "less than 1 km²", whole km² under 100, then count bands."""
         _check_figure("area_km2", area_km2)
         numbers = self.t["numbers"]
         if area_km2 < 1:
             return self.fmt(numbers["area_less_than"], "numbers.area_less_than", value=1)
-        if area_km2 < 10:
+        if area_km2 < 100:
+            # Whole km² up to 100: "about 10 km²" for 14.7 km² would understate by a third.
             value = self.fmt(numbers["about"], "numbers.about", value=math.floor(area_km2 + 0.5))
         else:
             value = self.count(area_km2)

@@ -12,7 +12,6 @@ import io
 import math
 
 import geopandas as gpd
-import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -159,9 +158,3 @@ def _north_arrow(ax: Axes) -> None:
                 ha="center", va="center", fontsize=10, fontweight="bold",
                 arrowprops={"arrowstyle": "-|>", "color": "black"})
 
-
-def class_counts_summary(class_index: np.ndarray, classes: SeverityClasses) -> str:
-    """A one-line text alternative of the map: how many cells fall in each class."""
-    counts = np.bincount(class_index.ravel(), minlength=classes.count + 1)
-    parts = [f"{classes.label(k)}: {int(counts[k]):,} cells" for k in range(1, classes.count + 1)]
-    return "; ".join(parts)

@@ -319,8 +319,8 @@ def _access_layers(
         return [], []
     friction_grid = region.friction.grid
     on_friction = sample_hazard(
-        values, hazard.grid, friction_grid, resampling=default_resampling(hazard.kind),
-        allow_empty=True,
+        values, hazard.grid, friction_grid,
+        resampling=options.resampling or default_resampling(hazard.kind), allow_empty=True,
     )
     impassable = classify(on_friction, classes.breaks) >= impassable_from
     population = layers[0]

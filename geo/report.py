@@ -129,7 +129,8 @@ def render_report(
                 for _, r in result.facilities_hit.iterrows()], numeric_from=99),
         "<h2>Access to care cut by the hazard</h2>",
         _access_note(result),
-        _access_table(result),
+        _access_table(result, min_public_count if "access_disability" in suppressed_columns
+                      else None),
         "<h2>Zones with people in a severity class</h2>",
         _zone_table(result, cols, fmt),
     ]
@@ -152,7 +153,7 @@ def _access_note(result: OverlayResult) -> str:
             f"cells of class “{label}” and above become impassable.</p>")
 
 
-def _access_table(result: OverlayResult) -> str:
+def _access_table(result: OverlayResult, hide_below: int | None = None) -> str:
     access = result.access
     if access.empty:
         if result.impassable_from_class is None:
@@ -163,7 +164,8 @@ def _access_table(result: OverlayResult) -> str:
     ].sum()
     summary = summary[summary["population"] > 0.5].sort_values("population", ascending=False)
     rows = [[f"{r['zone_name']} ({r['zone_id']})", str(r["facility_type"]).replace("_", " "),
-             format_count(r["population"]), format_count(r["disability"])]
+             format_count(r["population"]),
+             format_count(r["disability"], suppress_below=hide_below)]
             for _, r in summary.iterrows()]
     return _table("People newly beyond the access threshold, by zone",
                   ["Zone", "Facility type", "People", "People with disabilities"], rows,

@@ -10,8 +10,7 @@ Re-ingesting the same file changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -130,7 +129,9 @@ def run_assess(
     result = run_overlay(hazard, region, options, cache)
     hs = summarize_hazard(hazard, result.classes, max_class_of(result))
     exposure = summarize_exposure(result)
-    priority = prioritize(hs, exposure, now=now)
+    private = [group.value for group, layer in region.groups.items() if layer.is_registry]
+    priority = prioritize(hs, exposure, now=now, private_groups=private,
+                          min_public_count=region.min_public_count)
     footprint = footprint_lonlat(result)
     at = hs.onset or hs.issued_at or now
     window = timedelta(hours=settings.event_window_h)
@@ -146,6 +147,11 @@ def run_assess(
                           exposure.area_km2, material_share=settings.material_change_share,
                           cancel_below_level=settings.cancel_below_level)
         if decision.action == "none":
+            if event is not None:
+                # Still the same event: keep it open (last seen now) for the next runs.
+                stored = repo.get_event(session, event.event_id)
+                repo.save_event(session, replace(stored, last_seen=max(at, stored.last_seen),
+                                                 last_checksum=hazard.checksum))
             return AssessOutcome(decision, hazard, priority,
                                  event.event_id if event else None)
         msg_type = _MSG_TYPES[decision.action]
@@ -157,10 +163,10 @@ def run_assess(
             priority=priority, footprint_lonlat=area, area_name=f"{region.name}",
             languages=settings.languages,
             expires=now + timedelta(hours=settings.alert_lifetime_h),
-            references=[Reference(settings.sender, ident, sent)
-                        for ident, sent in (event.messages if event else ())],
+            references=_references(session, event),
             map_png=_map(result, region),
             note="; ".join(decision.reasons) or None,
+            private_groups=private, min_public_count=region.min_public_count,
         )
         cap_bytes = render_cap(composed.event)
         matched = _match(session, result, region, cache, hs.kind, priority.level, msg_type,
@@ -198,6 +204,14 @@ def _already_ingested(sessions: sessionmaker[Session], hazard: HazardGrid, now: 
                                       issued_at=hazard.issued_at)
         session.rollback()
     return seen
+
+
+def _references(session: Session, event: EventRecord | None) -> list[Reference]:
+    """Every earlier message of the event, with the sender it was sent under."""
+    if event is None:
+        return []
+    sent = sorted(repo.list_alerts(session, event_id=event.event_id), key=lambda a: a.sent)
+    return [Reference(a.sender, a.identifier, a.sent) for a in sent]
 
 
 def _zone_lookup(region: RegionPack) -> dict[str, BaseGeometry]:
@@ -287,8 +301,3 @@ def _footprint_cells(event: EventRecord | None, result: OverlayResult) -> np.nda
     return rasterize([(shape, 1)], out_shape=grid.shape, transform=grid.transform,
                      fill=0, dtype="uint8", all_touched=True)
 
-
-def stored_subscriptions(sessions: sessionmaker[Session]) -> Sequence[Subscription]:
-    """All subscriptions in the store (for listing and validation of new ones)."""
-    with session_scope(sessions) as session:
-        return repo.list_subscriptions(session)

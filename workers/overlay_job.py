@@ -73,7 +73,11 @@ class OverlayJob:
 
 @dataclass(frozen=True, slots=True)
 class OverlayOutputs:
-    """Paths written by a job, and the result they came from."""
+    """Paths written by a job, the result they came from, and what was hidden in them.
+
+    ``hidden_columns`` are registry-derived columns whose counts below
+    ``min_public_count`` were suppressed (``None``: an owner's outputs, nothing hidden).
+    """
 
     result: OverlayResult
     hazard: HazardGrid
@@ -82,6 +86,8 @@ class OverlayOutputs:
     footprint_gpkg: Path
     map_png: Path
     report_html: Path
+    hidden_columns: tuple[str, ...] = ()
+    min_public_count: int | None = None
 
 
 def run_overlay_job(
@@ -131,14 +137,19 @@ def _write_outputs(
 ) -> OverlayOutputs:
     step("write tables")
     public = job.audience == "public"
-    hidden = registry_columns(region) if public and region is not None else []
+    groups = registry_columns(region) if public and region is not None else []
+    # Every column derived from a registry group: the group itself and its cut-off figures.
+    hidden = groups + [c for c in result.exposure.columns
+                       if c.startswith("cut_off_") and c.rsplit("_", 1)[-1] in groups]
     min_count = region.min_public_count if region is not None else DEFAULT_MIN_PUBLIC_COUNT
     exposure_csv = job.out_dir / "exposure.csv"
     _public_table(result.exposure, hidden, min_count).to_csv(
         exposure_csv, index=False, float_format="%.3f"
     )
     access_csv = job.out_dir / "access.csv"
-    result.access.to_csv(access_csv, index=False, float_format="%.3f")
+    access_hidden = ["disability"] if "disability" in groups else []
+    _public_table(result.access, access_hidden, min_count).to_csv(
+        access_csv, index=False, float_format="%.3f")
     footprint_gpkg = job.out_dir / "footprint.gpkg"
     footprint_gpkg.unlink(missing_ok=True)
     result.footprint.to_file(footprint_gpkg, layer="footprint", driver="GPKG")
@@ -157,13 +168,14 @@ def _write_outputs(
     report_html.write_text(
         render_report(
             result, title=f"Hazard overlay: {title}", map_png=png, map_alt=map_alt_text(result),
-            details=_details(hazard, result.region, job), suppressed_columns=hidden,
+            details=_details(hazard, result.region, job),
+            suppressed_columns=hidden + (["access_disability"] if access_hidden else []),
             min_public_count=min_count if public else None,
         ),
         encoding="utf-8",
     )
     return OverlayOutputs(result, hazard, exposure_csv, access_csv, footprint_gpkg, map_png,
-                          report_html)
+                          report_html, tuple(hidden), min_count if public else None)
 
 
 LARGE_RASTER_CELLS = 150_000_000

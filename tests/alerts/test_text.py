@@ -261,7 +261,7 @@ def test_a_negative_or_non_finite_figure_is_refused(bad: float) -> None:
 @pytest.mark.parametrize(
     ("area_km2", "en", "de"),
     [(0.4, "less than 1 km²", "weniger als 1 km²"), (7.4, "about 7 km²", "etwa 7 km²"),
-     (12.4, "about 10 km²", "etwa 10 km²"), (1_234.0, "about 1,200 km²", "etwa 1.200 km²")],
+     (12.4, "about 12 km²", "etwa 12 km²"), (1_234.0, "about 1,200 km²", "etwa 1.200 km²")],
 )
 def test_areas_are_rounded_for_reading(area_km2: float, en: str, de: str) -> None:
     assert phrasebook("en").area(area_km2) == en
@@ -291,7 +291,7 @@ def test_class_labels_are_written_in_the_language(label: str, language: str, exp
 def test_description_gives_rounded_figures_groups_cut_off_and_facilities() -> None:
     assert _render("en").description == (
         "Flood water is expected to reach depths of 1.5 m and above from 12 May 2026 at "
-        "18:00 UTC. About 3,100 people live in the affected area (about 10 km²). Among them: "
+        "18:00 UTC. About 3,100 people live in the affected area (about 12 km²). Among them: "
         "about 310 people with disabilities, about 600 older people and about 20 people who "
         "depend on electrically powered medical equipment. About 410 people, about 50 of them "
         "with disabilities, can no longer reach care in time. Facilities affected: St Mary "

@@ -149,7 +149,7 @@ def test_a_duplicate_subscription_is_refused(sample: SampleRegion, store_env: Pa
     zones = ",".join(load_region_pack(sample.manifest).zones["zone_id"])
     result = runner.invoke(app, [
         "subscribe", "add", "valley-again", "--agency", "valley", "--zones", zones,
-        "--channel", "webhook:https://valley.example/hook",
+        "--region", str(sample.manifest), "--channel", "webhook:https://valley.example/hook",
         "--channel", "email:duty@valley.example"])
     assert result.exit_code != 0
     assert "duplicate" in result.output.lower()
@@ -211,3 +211,33 @@ def test_a_failed_assessment_leaves_the_file_unseen_so_a_retry_assesses_it(
     retried = _ok(["assess", hazard, "--region", str(sample.manifest)])
     assert "Decision: alert" in retried
     assert "Decision: none" in _ok(["assess", hazard, "--region", str(sample.manifest)])
+
+
+def test_the_public_cap_message_never_shows_a_small_registry_count(
+    sample: SampleRegion, store_env: Path
+) -> None:
+    # The sample's electricity-dependent people come from an individual registry.
+    identifier = _identifier(_ok(["assess", str(sample.root / "feeds" / "flood_depth_run1.tif"),
+                                  "--region", str(sample.manifest)]))
+    root = _cap(identifier)
+    params = {p.findtext(f"{CAP}valueName"): p.findtext(f"{CAP}value")
+              for p in root.iter(f"{CAP}parameter")}
+    value = params["tocsin:electricityDependentPeopleExposed"]
+    assert value == "<5" or int(value) == 0 or int(value) >= 5
+    reasons = [p.findtext(f"{CAP}value") for p in root.iter(f"{CAP}parameter")
+               if p.findtext(f"{CAP}valueName") == "tocsin:reason"]
+    assert reasons
+    for reason in reasons:
+        if "electricity" in reason:
+            numbers = [int(w.replace(",", "")) for w in reason.split() if w.replace(",", "")
+                       .isdigit()]
+            assert all(n == 0 or n >= 5 for n in numbers), reason
+
+
+def test_zone_codes_without_a_region_to_check_them_are_refused(
+    sample: SampleRegion, store_env: Path
+) -> None:
+    result = runner.invoke(app, ["subscribe", "add", "z", "--agency", "corner", "--zones", "ZZZ",
+                                 "--channel", "email:a@corner.example"])
+    assert result.exit_code == 2
+    assert "--region" in result.output

@@ -125,6 +125,8 @@ def overlay(
 
     if region is None and population is None:
         raise typer.BadParameter("give --region PACK, or --population RASTER (and --zones)")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"--out {out} exists and is not a folder")
     if audience not in ("public", "owner"):
         raise typer.BadParameter(f"--audience must be 'public' or 'owner', got {audience!r}")
     if population_kind not in ("counts", "density"):
@@ -169,8 +171,8 @@ def region_sample(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo.")] = Path(
-        "tocsin-data/demo"),
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for the demo (default: demo/ in TOCSIN_DATA_DIR).")] = None,
     rebuild: Annotated[bool, typer.Option(help="Rebuild the sample region.")] = False,
 ) -> None:
     """Run the main job on the embedded default: sample region, every feed format, overlays.
@@ -179,10 +181,11 @@ def demo(
     (flood forecast runs, rainfall ensemble, wind gust GRIB2, ShakeMap) and writes each
     overlay's tables, map and report under --out.
     """
+    from workers.cli.store_cmds import load_settings
     from workers.demo import run_demo
 
     with _errors_to_exit_codes():
-        run_demo(out, console=console, rebuild=rebuild)
+        run_demo(out or load_settings().data_dir / "demo", console=console, rebuild=rebuild)
 
 
 class _errors_to_exit_codes:  # noqa: N801 - used as a context manager, reads as a phrase

@@ -20,6 +20,13 @@ _GROUP_TITLES = {
 _FACILITY_COLUMNS = ("hospital", "care_home", "shelter", "school")
 
 
+def _count(value: float, hidden: bool, min_count: int | None) -> str:
+    """A count for the terminal; small registry counts hidden as in the public files."""
+    if hidden and min_count is not None and 0 < round(value) < min_count:
+        return f"<{min_count}"
+    return f"{value:,.0f}"
+
+
 @contextmanager
 def progress_steps(console: Console) -> Iterator[Callable[[str], None]]:
     """A progress bar over the overlay job's steps; yields the callback the job calls."""
@@ -64,7 +71,8 @@ def print_overlay_summary(console: Console, outputs: OverlayOutputs) -> None:
         if areas.get(k, 0.0) == 0.0 and row["population"] < 0.5:
             omitted += 1
             continue
-        cells = [f"{row[c]:,.0f}" for c in groups]
+        cells = [_count(row[c], c in outputs.hidden_columns, outputs.min_public_count)
+                 for c in groups]
         if facilities:
             cells.append(f"{int(sum(row[c] for c in facilities)):,}")
         table.add_row(str(row["label"]), f"{areas.get(k, 0.0):,.1f}", *cells)
@@ -75,10 +83,12 @@ def print_overlay_summary(console: Console, outputs: OverlayOutputs) -> None:
         console.print("Access to care: not assessed (this hazard does not close roads by itself)")
     for ftype, row in result.access.groupby("facility_type")[["population", "disability"]].sum(
     ).iterrows():
+        disabled = _count(row["disability"], "disability" in outputs.hidden_columns,
+                          outputs.min_public_count)
         console.print(
             f"Cut off from the nearest {str(ftype).replace('_', ' ')} within "
             f"{result.access_threshold_min:g} min by the hazard: {row['population']:,.0f} "
-            f"people, {row['disability']:,.0f} with disabilities"
+            f"people, {disabled} with disabilities"
         )
     console.print(f"Facilities in a severity class: {len(result.facilities_hit)}")
     console.print(f"Outputs in {outputs.exposure_csv.parent}: exposure.csv, access.csv, "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +29,8 @@ from alerts.model import (
     Subscription,
 )
 from alerts.subscriptions import parse_geojson_areas, validate_subscription
+from feeds.errors import FeedError
+from geo.types import HazardKind
 from store import repo
 from store.db import make_engine, make_session_factory, session_scope, upgrade
 from workers.settings import Settings
@@ -41,9 +44,19 @@ subscribe_app = typer.Typer(help="What each agency wants to hear about, where an
 alerts_app = typer.Typer(help="The alerts issued and stored.", no_args_is_help=True)
 
 
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value exits 2 naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"TOCSIN_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                             for e in exc.errors())
+        raise _fail(f"bad setting: {problems}") from exc
+
+
 def open_store(settings: Settings | None = None) -> sessionmaker[Session]:
     """The store's session factory, its schema migrated to the current version."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
     upgrade(engine)
@@ -62,6 +75,9 @@ def agency_add(
     contact: Annotated[str | None, typer.Option(help="Duty contact (phone or e-mail).")] = None,
 ) -> None:
     """Register an agency."""
+    if not agency_id.strip() or any(c in agency_id for c in " ,<&"):
+        raise _fail(f"agency id must be non-empty, without spaces, commas, '<' or '&'; "
+                    f"got {agency_id!r}")
     try:
         with session_scope(open_store()) as session:
             repo.add_agency(session, Agency(agency_id, name, contact))
@@ -148,13 +164,15 @@ def subscribe_add(
         quiet_hours=quiet,
         digest=DigestPolicy(up_to_level=digest_up_to) if digest_up_to else None,
     )
-    bounds, zone_ids = _region_context(region)
+    if sub.zone_codes and region is None:
+        raise _fail("--zones needs --region PACK, so that the zone codes can be checked")
     try:
+        bounds, zone_ids = _region_context(region)
         with session_scope(open_store()) as session:
             validate_subscription(sub, region_bounds_lonlat=bounds, zone_ids=zone_ids,
                                   existing=repo.list_subscriptions(session))
             repo.add_subscription(session, sub)
-    except (AlertError, repo.StoreError, ValueError) as exc:
+    except (AlertError, FeedError, repo.StoreError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"subscription {subscription_id} added for agency {agency}")
 
@@ -251,13 +269,16 @@ def assess(
     from workers.assess_job import run_assess
     from workers.cli.main import _errors_to_exit_codes, _parse_member
 
+    if kind is not None and kind not in {k.value for k in HazardKind}:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(k.value for k in HazardKind)}"
+                                 f"; got {kind!r}")
     member_sel, reduce = _parse_member(member, None)
     try:
         options = ReadOptions(variable=variable, time=time, member=member_sel, reduce=reduce,
                               threshold=threshold, kind=kind)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    settings = Settings()
+    settings = load_settings()
     with _errors_to_exit_codes():
         outcome = run_assess(hazard, region, options, settings=settings,
                              sessions=open_store(settings), now=datetime.now(UTC))
