@@ -88,9 +88,24 @@ def read_cap_hazard(
         else Nature.FORECAST,
         source=str(src), checksum="sha256:" + hashlib.sha256(data).hexdigest(),
         variable="severity", issued_at=message.sent, valid_at=info.onset or message.sent,
-        event_id=f"{message.sender},{message.identifier}",
+        event_id=_producer_event_id(message),
         attrs={"cap_event": info.event, "cap_msg_type": message.msg_type.value},
     )
+
+
+def _producer_event_id(message: AlertEvent) -> str:
+    """The producer's event: the first message it references, else this message itself.
+
+    An Update or Cancel references the original Alert, so every message of one external
+    event maps to the same id and to one Tocsin event.
+    """
+    first = message.references[0] if message.references else message
+    return f"{first.sender},{first.identifier}"
+
+
+def is_cancel(hazard: HazardGrid) -> bool:
+    """True when the hazard came from an external CAP Cancel: its event is over."""
+    return hazard.attrs.get("cap_msg_type") == "Cancel"
 
 
 def _severity_value(message: AlertEvent) -> float:

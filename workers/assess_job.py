@@ -37,7 +37,7 @@ from alerts.model import (
 )
 from alerts.priority import prioritize
 from feeds.cap_hazard import SEVERITY_CLASSES as CAP_SEVERITY_CLASSES
-from feeds.cap_hazard import is_cap_file, read_cap_hazard
+from feeds.cap_hazard import is_cancel, is_cap_file, read_cap_hazard
 from feeds.read import read_hazard
 from feeds.region import load_region_pack
 from geo.hazard import HazardGrid
@@ -143,8 +143,12 @@ def run_assess(
             return AssessOutcome(Decision("none", (_SEEN,)), hazard)
         records = [_record(session, e) for e in repo.open_events(session, hs.kind, at - window)]
         event = match_event(hs.kind, hs.source_event_id, footprint, at, records, window)
-        decision = decide(event, hazard.checksum, priority.level, exposure.population,
-                          exposure.area_km2, material_share=settings.material_change_share,
+        # An external CAP Cancel ends its event whatever its areas still show.
+        ended = is_cancel(hazard)
+        decision = decide(event, hazard.checksum, Level.GREEN if ended else priority.level,
+                          0.0 if ended else exposure.population,
+                          0.0 if ended else exposure.area_km2,
+                          material_share=settings.material_change_share,
                           cancel_below_level=settings.cancel_below_level)
         if decision.action == "none":
             if event is not None:

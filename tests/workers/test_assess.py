@@ -155,12 +155,14 @@ def test_a_duplicate_subscription_is_refused(sample: SampleRegion, store_env: Pa
     assert "duplicate" in result.output.lower()
 
 
-def _cap_for(sample: SampleRegion, severity: str, zone: str) -> bytes:
+def _cap_for(sample: SampleRegion, severity: str, zone: str, msg_type: str = "Alert",
+             identifier: str = "ext-1", references: str = "") -> bytes:
+    refs = f"<references>{references}</references>" if references else ""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
-  <identifier>ext-1</identifier><sender>met@agency.example</sender>
-  <sent>2024-05-14T06:00:00-00:00</sent><status>Actual</status><msgType>Alert</msgType>
-  <scope>Public</scope>
+  <identifier>{identifier}</identifier><sender>met@agency.example</sender>
+  <sent>2024-05-14T06:00:00-00:00</sent><status>Actual</status><msgType>{msg_type}</msgType>
+  <scope>Public</scope>{refs}
   <info><category>Met</category><event>Storm</event><urgency>Immediate</urgency>
     <severity>{severity}</severity><certainty>Observed</certainty>
     <expires>2024-05-14T18:00:00-00:00</expires>
@@ -241,3 +243,20 @@ def test_zone_codes_without_a_region_to_check_them_are_refused(
                                  "--channel", "email:a@corner.example"])
     assert result.exit_code == 2
     assert "--region" in result.output
+
+
+def test_an_external_cap_cancel_closes_the_event_its_alert_opened(
+    sample: SampleRegion, store_env: Path, tmp_path: Path
+) -> None:
+    zones = load_region_pack(sample.manifest).zones
+    zone = zones["zone_id"].iloc[len(zones) // 2]
+    alert = tmp_path / "alert.xml"
+    alert.write_bytes(_cap_for(sample, "Extreme", zone))
+    cancel = tmp_path / "cancel.xml"
+    cancel.write_bytes(_cap_for(sample, "Extreme", zone, "Cancel", "ext-2",
+                                "met@agency.example,ext-1,2024-05-14T06:00:00-00:00"))
+    first = _ok(["assess", str(alert), "--region", str(sample.manifest)])
+    assert "Decision: alert" in first
+    second = _ok(["assess", str(cancel), "--region", str(sample.manifest)])
+    assert "Decision: cancel" in second
+    assert first.split("for event ")[1].split(";")[0] in second
