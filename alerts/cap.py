@@ -25,6 +25,7 @@ from alerts.cap_parse import validate_cap
 from alerts.cap_schema import CAP12_NS
 from alerts.errors import CapError
 from alerts.model import AlertEvent, Area, ExposureSummary, Info, Priority, Resource
+from geo.privacy import is_small_count
 
 __all__ = ["exposure_parameters", "format_cap_datetime", "map_resource", "render_cap",
            "validate_cap"]
@@ -254,7 +255,7 @@ def exposure_parameters(priority: Priority, exposure: ExposureSummary, *,
     def count(field: str) -> str:
         # Registry groups: a small count could single people out; publish "<N" instead.
         value = float(getattr(exposure, field))
-        if field in private and 0 < round(value) < min_public_count:
+        if field in private and is_small_count(value, min_public_count):
             return f"<{min_public_count}"
         return _people(value)
 

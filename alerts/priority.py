@@ -35,6 +35,7 @@ from alerts.model import (
 from alerts.priority_rules import DEFAULT_RULES_FILE as DEFAULT_RULES_FILE  # re-exported
 from alerts.priority_rules import FACILITY_TYPES as FACILITY_TYPES  # re-exported
 from alerts.priority_rules import PEOPLE_FACTORS, RuleTable, Thresholds, load_rules
+from geo.privacy import is_small_count
 
 MAX_FACILITY_REASONS = 5
 """Facilities named one by one in the reasons; the rest are counted in one sentence."""
@@ -182,7 +183,7 @@ _NOUNS: Mapping[str, tuple[str, str]] = MappingProxyType({
 
 def _public_count(value: float, private: bool, min_public_count: int) -> str:
     """A count for a published reason; small counts of a registry group are hidden."""
-    if private and 0 < value and math.floor(value + 0.5) < min_public_count:
+    if private and is_small_count(value, min_public_count):
         return f"fewer than {min_public_count}"
     return format_count(value)
 

@@ -16,6 +16,14 @@ import pandas as pd
 Counts = TypeVar("Counts", np.ndarray, pd.Series)
 
 
+def is_small_count(value: float, min_count: int) -> bool:
+    """True when one count must be hidden from the public: ``0 < value < min_count``.
+
+    The scalar form of :func:`suppress_small_counts`, for text, tables and messages.
+    """
+    return 0 < value < min_count
+
+
 def suppress_small_counts(values: Counts, min_count: int) -> Counts:
     """Replace counts that are above zero but below ``min_count`` with ``NaN`` ("suppressed").
 

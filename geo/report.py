@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from geo.overlay import OverlayResult
+from geo.privacy import is_small_count
 
 _GROUP_TITLES = {
     "population": "People",
@@ -44,10 +45,9 @@ def format_count(value: float, *, suppress_below: int | None = None) -> str:
     """A count for reading: whole people with separators; small counts hidden if asked."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    rounded = int(round(float(value)))
-    if suppress_below is not None and 0 < rounded < suppress_below:
+    if suppress_below is not None and is_small_count(float(value), suppress_below):
         return f"fewer than {suppress_below}"
-    return f"{rounded:,}"
+    return f"{int(round(float(value))):,}"
 
 
 def _table(

@@ -260,7 +260,9 @@ def _public_table(frame: pd.DataFrame, hidden: list[str], min_count: int) -> pd.
     out = frame.copy()
     for col in hidden:
         if col in out:
-            out[col] = suppress_small_counts(np.rint(out[col].to_numpy(float)), min_count)
+            values = out[col].to_numpy(float)
+            out[col] = np.where(np.isnan(suppress_small_counts(values, min_count)), np.nan,
+                                np.rint(values))
     return out
 
 

@@ -17,8 +17,8 @@ from rich.console import Console
 from alerts.errors import AlertError
 from feeds.errors import FeedError
 from geo.errors import GeoError
-from geo.types import HazardKind
 from workers.cli.cap_cmd import cap_app
+from workers.cli.options import read_options
 from workers.cli.output import print_overlay_summary, progress_steps
 from workers.cli.store_cmds import agency_app, alerts_app, assess, subscribe_app
 
@@ -60,14 +60,6 @@ def _parse_breaks(text: str | None) -> tuple[float, ...] | None:
         raise typer.BadParameter(
             f"--breaks must be numbers separated by commas, e.g. 0.15,0.5,1.5; got {text!r}"
         ) from exc
-
-
-def _parse_member(member: str | None, reduce: str | None) -> tuple[object, str | None]:
-    if member is None:
-        return None, reduce
-    if member.lower() in ("max", "mean", "min", "exceedance"):
-        return None, member.lower()
-    return (int(member) if member.lstrip("-").isdigit() else member), reduce
 
 
 @app.command()
@@ -120,7 +112,6 @@ def overlay(
     Writes exposure.csv, access.csv, footprint.gpkg, map.png and report.html into --out, and
     prints a summary by severity class.
     """
-    from feeds.base import ReadOptions
     from workers.overlay_job import OverlayJob, run_overlay_job
 
     if region is None and population is None:
@@ -132,15 +123,8 @@ def overlay(
     if population_kind not in ("counts", "density"):
         raise typer.BadParameter(f"--population-kind must be counts or density, got "
                                  f"{population_kind!r}")
-    if kind is not None and kind not in {k.value for k in HazardKind}:
-        raise typer.BadParameter(f"--kind must be one of {', '.join(k.value for k in HazardKind)}"
-                                 f"; got {kind!r}")
-    member_sel, reduce = _parse_member(member, None)
-    try:
-        options = ReadOptions(variable=variable, time=time, member=member_sel, reduce=reduce,
-                              threshold=threshold, kind=kind, nodata=nodata, units=units)
-    except ValueError as exc:
-        raise typer.BadParameter(f"--member/--threshold: {exc}") from exc
+    options = read_options(variable=variable, time=time, member=member, threshold=threshold,
+                           kind=kind, nodata=nodata, units=units)
     job = OverlayJob(hazard_path=hazard, out_dir=out, region_manifest=region,
                      population=population, population_kind=population_kind, zones=zones,
                      zone_id_field=zone_id, zones_crs=zones_crs, breaks=_parse_breaks(breaks),

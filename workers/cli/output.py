@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from geo.privacy import is_small_count
 from workers.overlay_job import STEPS, OverlayOutputs
 
 _GROUP_TITLES = {
@@ -22,7 +23,7 @@ _FACILITY_COLUMNS = ("hospital", "care_home", "shelter", "school")
 
 def _count(value: float, hidden: bool, min_count: int | None) -> str:
     """A count for the terminal; small registry counts hidden as in the public files."""
-    if hidden and min_count is not None and 0 < round(value) < min_count:
+    if hidden and min_count is not None and is_small_count(value, min_count):
         return f"<{min_count}"
     return f"{value:,.0f}"
 

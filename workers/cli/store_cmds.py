@@ -30,7 +30,6 @@ from alerts.model import (
 )
 from alerts.subscriptions import parse_geojson_areas, validate_subscription
 from feeds.errors import FeedError
-from geo.types import HazardKind
 from store import repo
 from store.db import make_engine, make_session_factory, session_scope, upgrade
 from workers.settings import Settings
@@ -265,19 +264,12 @@ def assess(
     Prints the decision (Alert, Update, Cancel or nothing) and why, the level with its
     reasons, and the subscriptions reached with the figures inside each one's area.
     """
-    from feeds.base import ReadOptions
     from workers.assess_job import run_assess
-    from workers.cli.main import _errors_to_exit_codes, _parse_member
+    from workers.cli.main import _errors_to_exit_codes
+    from workers.cli.options import read_options
 
-    if kind is not None and kind not in {k.value for k in HazardKind}:
-        raise typer.BadParameter(f"--kind must be one of {', '.join(k.value for k in HazardKind)}"
-                                 f"; got {kind!r}")
-    member_sel, reduce = _parse_member(member, None)
-    try:
-        options = ReadOptions(variable=variable, time=time, member=member_sel, reduce=reduce,
-                              threshold=threshold, kind=kind)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    options = read_options(variable=variable, time=time, member=member, threshold=threshold,
+                           kind=kind)
     settings = load_settings()
     with _errors_to_exit_codes():
         outcome = run_assess(hazard, region, options, settings=settings,
