@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 import shapely
 from pyproj import CRS, Transformer
-from rasterio.features import rasterize
 
 from alerts._matching_kernels import (
     block_extrema,
@@ -59,7 +58,7 @@ from geo.grid import Grid
 from geo.overlay import OverlayResult
 from geo.region import RegionPack
 from geo.types import Group, HazardKind
-from geo.zones import ZoneRaster
+from geo.zones import ZoneRaster, rasterize_lonlat
 
 SEGMENT_MAX_DEG = 0.1
 """Longest polygon edge (degrees) reprojected as a straight line; about 11 km."""
@@ -281,7 +280,9 @@ def exposure_for(
                 f"subscription {subscription.subscription_id!r} has polygons: exposure inside "
                 "them needs the region pack (population and groups)"
             )
-        inside |= _rasterize_areas(subscription.areas_wkt, grid)
+        areas = shapely.from_wkt(np.array(subscription.areas_wkt, dtype=object))
+        inside |= rasterize_lonlat(areas, grid, all_touched=False,
+                                   segment_max_deg=SEGMENT_MAX_DEG)
     mask = np.where(inside, 0, -1).astype(np.int16)
     n_classes = result.classes.count
     layers = [grid.cell_areas_m2().astype(np.float64)]
@@ -400,17 +401,6 @@ def _zone_positions(sub: Subscription, zone_raster: ZoneRaster) -> np.ndarray:
 
 
 # --- exposure helpers ----------------------------------------------------------------------
-
-
-def _rasterize_areas(areas_wkt: Sequence[str], grid: Grid) -> np.ndarray:
-    geoms = shapely.segmentize(shapely.from_wkt(np.array(areas_wkt, dtype=object)),
-                               SEGMENT_MAX_DEG)
-    to_grid = Transformer.from_crs(_WGS84, grid.crs, always_xy=True)
-    projected = shapely.transform(
-        geoms, lambda xy: np.column_stack(to_grid.transform(xy[:, 0], xy[:, 1])))
-    burnt = rasterize(((g, 1) for g in projected), out_shape=grid.shape,
-                      transform=grid.transform, fill=0, all_touched=False, dtype=np.uint8)
-    return burnt.astype(bool)
 
 
 def _summary(

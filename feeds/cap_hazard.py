@@ -15,10 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import shapely
 import xarray as xr
-from pyproj import Transformer
-from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
 from alerts.cap_geometry import footprint_of
@@ -31,6 +28,7 @@ from geo.classes import SeverityClasses
 from geo.grid import Grid
 from geo.hazard import HazardGrid
 from geo.types import HazardKind, Nature
+from geo.zones import rasterize_lonlat
 
 SEVERITY_CLASSES = SeverityClasses(
     (1.0, 2.0, 3.0, 4.0), "", ("Minor", "Moderate", "Severe", "Extreme")
@@ -113,9 +111,6 @@ def _severity_value(message: AlertEvent) -> float:
 
 
 def _draw(footprint: BaseGeometry, value: float, grid: Grid) -> np.ndarray:
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
-    shape = shapely.transform(footprint, lambda x, y: to_grid(x, y), interleaved=False)
-    mask = rasterize([(shape, 1)], out_shape=grid.shape, transform=grid.transform, fill=0,
-                     dtype="uint8", all_touched=True)
+    mask = rasterize_lonlat(footprint, grid, all_touched=True)
     # Outside the areas the message says nothing is happening: 0, below every class.
-    return np.where(mask == 1, value, 0.0)
+    return np.where(mask, value, 0.0)

@@ -32,7 +32,7 @@ import numpy as np
 import shapely
 from affine import Affine
 from numba import njit, prange
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 
 from geo.errors import CRSMismatchError, GeoError, GeometryRepairedWarning, GridMismatchError
@@ -378,3 +378,33 @@ def _ids_and_names(zones: gpd.GeoDataFrame) -> tuple[tuple[str, ...], tuple[str,
         raise GeoError(f"zone_id {OUTSIDE_ZONE_ID!r} is reserved for cells outside every zone")
     names = tuple(str(v) for v in zones["name"]) if "name" in zones.columns else zone_ids
     return zone_ids, names
+
+
+def rasterize_lonlat(
+    geometries: object,
+    grid: Grid,
+    *,
+    all_touched: bool,
+    segment_max_deg: float | None = None,
+) -> np.ndarray:
+    """Cells of ``grid`` covered by lon/lat (EPSG:4326) geometries, as a boolean mask.
+
+    Args:
+        geometries: one shapely geometry or an array of them, in lon/lat.
+        grid: the grid to burn them onto (any CRS).
+        all_touched: every cell a geometry touches (a conservative footprint), or only
+            cells whose centre it contains.
+        segment_max_deg: densify edges to this length first, so that long edges follow
+            the projection's curvature; ``None`` keeps the vertices as they are.
+    """
+    geoms = np.atleast_1d(np.asarray(geometries, dtype=object))
+    if segment_max_deg is not None:
+        geoms = shapely.segmentize(geoms, segment_max_deg)
+    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
+    projected = shapely.transform(geoms, lambda x, y: to_grid(x, y), interleaved=False)
+    shapes = [(g, 1) for g in projected if g is not None and not g.is_empty]
+    if not shapes:
+        return np.zeros(grid.shape, dtype=bool)
+    burnt = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=0,
+                      all_touched=all_touched, dtype=np.uint8)
+    return burnt.astype(bool)

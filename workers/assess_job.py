@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from pyproj import Transformer
-from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +42,7 @@ from geo.hazard import HazardGrid
 from geo.maps import render_overlay_map
 from geo.overlay import OverlayCache, OverlayOptions, OverlayResult, run_overlay
 from geo.region import RegionPack
+from geo.zones import rasterize_lonlat
 from store import repo
 from store.db import session_scope
 from store.models import AlertMatch, AlertRecord, PlannedDelivery, StoredEvent
@@ -300,8 +299,5 @@ def _footprint_cells(event: EventRecord | None, result: OverlayResult) -> np.nda
     grid = result.population_grid
     if event is None or event.footprint.is_empty:
         return np.zeros(grid.shape, dtype=np.uint8)
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
-    shape = shapely.transform(event.footprint, lambda x, y: to_grid(x, y), interleaved=False)
-    return rasterize([(shape, 1)], out_shape=grid.shape, transform=grid.transform,
-                     fill=0, dtype="uint8", all_touched=True)
+    return rasterize_lonlat(event.footprint, grid, all_touched=True).astype(np.uint8)
 
