@@ -19,3 +19,15 @@ class RuleTableError(AlertError, ValueError):
 
 class SubscriptionError(AlertError, ValueError):
     """A subscription is invalid: bad area, unknown zone code, unknown hazard kind..."""
+
+
+class DispatchError(AlertError):
+    """A message could not be handed to a channel; the subclass says whether to retry."""
+
+
+class RetryableDispatchError(DispatchError, OSError):
+    """A passing failure (timeout, refused connection, 5xx, 429): try again later."""
+
+
+class PermanentDispatchError(DispatchError, ValueError):
+    """A failure that retrying cannot fix (4xx, refused address, bad credentials): stop."""
