@@ -445,6 +445,9 @@ class Subscription:
         languages: languages of the text, first preferred (``"en"``, ``"fr"``).
         quiet_hours: when to hold all but the top levels.
         digest: how low levels are gathered.
+        escalation: channels tried in turn when nobody acknowledges a red alert: the first
+            after ``escalate_after_min``, the next after twice that, and so on.
+        escalate_after_min: minutes without acknowledgement before each escalation step.
     """
 
     subscription_id: str
@@ -457,3 +460,5 @@ class Subscription:
     languages: tuple[str, ...] = ("en",)
     quiet_hours: QuietHours | None = None
     digest: DigestPolicy | None = None
+    escalation: tuple[ChannelAddress, ...] = ()
+    escalate_after_min: float = 30.0

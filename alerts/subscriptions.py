@@ -118,6 +118,9 @@ def validate_subscription(
     problems += _zone_problems(sub.zone_codes, zone_ids)
     problems += _kind_problems(sub.hazard_kinds)
     problems += _channel_problems(sub.channels)
+    problems += [f"escalation {p}" for p in _channel_problems(sub.escalation)]
+    if sub.escalation and not sub.escalate_after_min > 0:
+        problems.append(f"escalate_after_min must be positive, got {sub.escalate_after_min}")
     problems += _language_problems(sub.languages)
     if sub.quiet_hours is not None:
         problems += _quiet_hours_problems(sub.quiet_hours)

@@ -37,6 +37,7 @@ from alerts.model import (
     Subscription,
     Urgency,
 )
+from alerts.text import MessageText
 from store.models import (
     AlertMatch,
     AlertMatchRow,
@@ -79,6 +80,9 @@ def subscription_to_columns(subscription: Subscription) -> dict[str, Any]:
             "override_level": quiet.override_level.value},
         "digest": None if digest is None else {
             "up_to_level": digest.up_to_level.value, "interval_min": digest.interval_min},
+        "escalation": [{"kind": c.kind.value, "address": c.address}
+                       for c in subscription.escalation],
+        "escalate_after_min": float(subscription.escalate_after_min),
     }
 
 
@@ -101,6 +105,9 @@ def subscription_from_row(row: SubscriptionRow) -> Subscription:
             override_level=Level(quiet["override_level"])),
         digest=None if digest is None else DigestPolicy(
             up_to_level=Level(digest["up_to_level"]), interval_min=int(digest["interval_min"])),
+        escalation=tuple(ChannelAddress(ChannelKind(c["kind"]), c["address"])
+                         for c in row.escalation or ()),
+        escalate_after_min=float(row.escalate_after_min or 30.0),
     )
 
 
@@ -169,7 +176,20 @@ def alert_to_columns(alert: AlertRecord) -> dict[str, Any]:
                      "reasons": list(p.reasons), "rules_version": p.rules_version},
         "sent": alert.sent, "expires": alert.expires,
         "cap_bytes": alert.cap_bytes, "cap_sha256": alert.cap_sha256,
+        "texts": [text_to_json(text) for text in alert.texts],
     }
+
+
+def text_to_json(text: MessageText) -> dict[str, Any]:
+    """One language's text variants as JSON (every field of :class:`MessageText`)."""
+    data = {name: getattr(text, name) for name in MessageText.__dataclass_fields__}
+    data["msg_type"] = text.msg_type.value
+    return data
+
+
+def text_from_json(data: dict[str, Any]) -> MessageText:
+    """The text variants stored by :func:`text_to_json`."""
+    return MessageText(**{**data, "msg_type": MsgType(data["msg_type"])})
 
 
 def alert_from_row(row: AlertRow) -> AlertRecord:
@@ -184,14 +204,19 @@ def alert_from_row(row: AlertRow) -> AlertRecord:
         identifier=row.identifier, event_id=row.event_id, sender=row.sender,
         msg_type=MsgType(row.msg_type), priority=priority, sent=row.sent,
         expires=row.expires, cap_bytes=bytes(row.cap_bytes),
+        texts=tuple(text_from_json(t) for t in row.texts or ()),
     )
 
 
-def history_entry(status: DeliveryStatus, at: datetime) -> dict[str, str]:
-    """One status-history entry as JSON: the status and its UTC ISO-8601 time."""
+def history_entry(status: DeliveryStatus, at: datetime,
+                  note: str | None = None) -> dict[str, str]:
+    """One status-history entry as JSON: the status, its UTC ISO-8601 time, and why."""
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"naive datetime {at.isoformat()}: times must be timezone-aware")
-    return {"status": status.value, "at": at.astimezone(UTC).isoformat()}
+    entry = {"status": status.value, "at": at.astimezone(UTC).isoformat()}
+    if note:
+        entry["note"] = note
+    return entry
 
 
 def delivery_to_columns(record: DeliveryRecord) -> dict[str, Any]:
@@ -202,6 +227,13 @@ def delivery_to_columns(record: DeliveryRecord) -> dict[str, Any]:
         "address": record.channel.address, "status": record.status.value,
         "attempts": record.attempts,
         "status_history": [history_entry(status, at) for status, at in record.history],
+        "kind": record.kind, "agency_id": record.agency_id,
+        "level": None if record.level is None else Level(record.level).value,
+        "language": record.language, "created_at": record.created_at,
+        "not_before": record.not_before, "lease_until": record.lease_until,
+        "last_error": record.last_error, "receipt": record.receipt,
+        "items": list(record.items) or None, "digest_key": record.digest_key,
+        "escalation_step": record.escalation_step,
     }
 
 
@@ -214,6 +246,11 @@ def delivery_from_row(row: DeliveryRow) -> DeliveryRecord:
         status=DeliveryStatus(row.status), attempts=row.attempts,
         history=tuple((DeliveryStatus(h["status"]), datetime.fromisoformat(h["at"]))
                       for h in row.status_history),
+        kind=row.kind or "alert", agency_id=row.agency_id,
+        level=None if row.level is None else Level(row.level), language=row.language,
+        created_at=row.created_at, not_before=row.not_before, lease_until=row.lease_until,
+        last_error=row.last_error, receipt=row.receipt, items=tuple(row.items or ()),
+        digest_key=row.digest_key, escalation_step=int(row.escalation_step or 0),
     )
 
 

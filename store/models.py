@@ -48,12 +48,14 @@ from alerts.model import (
     MsgType,
     Priority,
 )
+from alerts.text import MessageText
 
 AREA_SRID = 4326
 """Every stored geometry is lon/lat on WGS 84 (EPSG:4326), as GeoJSON and CAP use."""
 
 LEVEL_VALUES = ("green", "yellow", "orange", "red")
-DELIVERY_STATUS_VALUES = ("pending", "sending", "ack", "error")
+DELIVERY_STATUS_VALUES = ("pending", "sending", "ack", "error", "held", "digested")
+DELIVERY_KIND_VALUES = ("alert", "digest", "escalation")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -181,6 +183,8 @@ class SubscriptionRow(Base):
     quiet_hours: Mapped[dict[str, str] | None] = mapped_column(JSON)
     digest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     content_sha256: Mapped[str] = mapped_column(String(64))
+    escalation: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    escalate_after_min: Mapped[float | None] = mapped_column(Float)
 
 
 class EventRow(Base):
@@ -230,6 +234,9 @@ class AlertRow(Base):
     expires: Mapped[datetime] = mapped_column(UtcDateTime)
     cap_bytes: Mapped[bytes] = mapped_column(LargeBinary)
     cap_sha256: Mapped[str] = mapped_column(String(64))
+    # The text variants per language (SMS, short, full) the channels send, fixed with the
+    # CAP bytes when the alert is stored, so a retry months later sends the same words.
+    texts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class IngestRow(Base):
@@ -248,12 +255,16 @@ class DeliveryRow(Base):
     """The outbox: one alert x subscription x channel, with a deterministic idempotency key.
 
     ``subscription_id`` is deliberately not a foreign key: the delivery history must outlive
-    a subscription the agency later removes.
+    a subscription the agency later removes. A worker claims a row by moving it to
+    ``sending`` with ``lease_until``; a claim whose lease ran out (the worker died) may be
+    taken again. ``not_before`` holds a row back (retry backoff, quiet hours).
     """
 
     __tablename__ = "deliveries"
     __table_args__ = (
         CheckConstraint(_in("status", DELIVERY_STATUS_VALUES), name="ck_deliveries_status"),
+        CheckConstraint(_in("kind", DELIVERY_KIND_VALUES), name="ck_deliveries_kind"),
+        Index("ix_deliveries_due", "status", "not_before"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -267,6 +278,32 @@ class DeliveryRow(Base):
     status: Mapped[str] = mapped_column(String(10), index=True)
     attempts: Mapped[int] = mapped_column(Integer)
     status_history: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    kind: Mapped[str] = mapped_column(String(12), server_default="alert")
+    agency_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    level: Mapped[str | None] = mapped_column(String(10))
+    language: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    receipt: Mapped[str | None] = mapped_column(Text)
+    items: Mapped[list[str] | None] = mapped_column(JSON)
+    digest_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    escalation_step: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class AcknowledgementRow(Base):
+    """An agency saying it has seen an alert: stops the escalation of its event."""
+
+    __tablename__ = "acknowledgements"
+
+    alert_identifier: Mapped[str] = mapped_column(
+        ForeignKey("alerts.identifier"), primary_key=True
+    )
+    agency_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), index=True)
+    acknowledged_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    acknowledged_by: Mapped[str] = mapped_column(String(300))
 
 
 
@@ -302,6 +339,13 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     ACK = "ack"
     ERROR = "error"
+    HELD = "held"
+    DIGESTED = "digested"
+
+    @property
+    def is_final(self) -> bool:
+        """Delivered, failed for good, or carried by a digest: nothing more will happen."""
+        return self in (DeliveryStatus.ACK, DeliveryStatus.ERROR, DeliveryStatus.DIGESTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +389,7 @@ class AlertRecord:
     sent: datetime
     expires: datetime
     cap_bytes: bytes
+    texts: tuple[MessageText, ...] = ()
 
     @property
     def level(self) -> Level:
@@ -359,15 +404,43 @@ class AlertRecord:
 
 @dataclass(frozen=True, slots=True)
 class PlannedDelivery:
-    """A delivery to create with its alert: which subscription, on which channel."""
+    """A delivery to create with its alert: which subscription, on which channel, and when.
+
+    Attributes:
+        subscription_id: the subscription matched.
+        channel: where to deliver.
+        agency_id: the agency owning the subscription.
+        language: the language of the text sent.
+        status: ``pending`` (send when due) or ``held`` (waits for the subscriber's digest).
+        not_before: not sent before this time (quiet hours); None: at once.
+        reason: why it is held or deferred, for the history.
+    """
 
     subscription_id: str
     channel: ChannelAddress
+    agency_id: str | None = None
+    language: str | None = None
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    not_before: datetime | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    """One row of the outbox, with its append-only status history ``((status, at), ...)``."""
+    """One row of the outbox, with its append-only status history ``((status, at), ...)``.
+
+    Attributes:
+        kind: ``alert``; ``digest`` (carries the held deliveries ``items``); ``escalation``.
+        level: the alert's level (a digest: the highest it carries); orders the queues.
+        not_before: earliest time of the next attempt.
+        lease_until: while ``sending``: when the claim runs out and another worker may
+            take the delivery again.
+        last_error: the reason of the latest failure.
+        receipt: what the receiver answered when it was delivered.
+        items: for a digest, the idempotency keys of the deliveries it carries.
+        digest_key: for a delivery carried by a digest, that digest's key.
+        escalation_step: 0, or the step of the escalation chain this delivery is.
+    """
 
     idempotency_key: str
     alert_identifier: str
@@ -376,6 +449,18 @@ class DeliveryRecord:
     status: DeliveryStatus
     attempts: int
     history: tuple[tuple[DeliveryStatus, datetime], ...]
+    kind: str = "alert"
+    agency_id: str | None = None
+    level: Level | None = None
+    language: str | None = None
+    created_at: datetime | None = None
+    not_before: datetime | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+    receipt: str | None = None
+    items: tuple[str, ...] = ()
+    digest_key: str | None = None
+    escalation_step: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -371,8 +371,9 @@ def _new_delivery(alert: AlertRecord, planned: PlannedDelivery) -> DeliveryRecor
     return DeliveryRecord(
         idempotency_key=key, alert_identifier=alert.identifier,
         subscription_id=planned.subscription_id, channel=planned.channel,
-        status=DeliveryStatus.PENDING, attempts=0,
-        history=((DeliveryStatus.PENDING, alert.sent),),
+        status=planned.status, attempts=0, history=((planned.status, alert.sent),),
+        agency_id=planned.agency_id, level=alert.level, language=planned.language,
+        created_at=alert.sent, not_before=planned.not_before, last_error=planned.reason,
     )
 
 

@@ -22,11 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from alerts.assess import footprint_lonlat, max_class_of, summarize_exposure, summarize_hazard
 from alerts.cap import render_cap
 from alerts.compose import compose_alert
+from alerts.delivery_rules import plan_delivery
 from alerts.events import Decision, EventRecord, decide, match_event, new_event_id
 from alerts.matching import build_index, exposure_for, match
 from alerts.model import (
     AlertStatus,
+    ChannelAddress,
+    ChannelKind,
     ExposureSummary,
+    HazardSummary,
     Level,
     MsgType,
     Priority,
@@ -34,6 +38,7 @@ from alerts.model import (
     Subscription,
 )
 from alerts.priority import prioritize
+from alerts.text import MessageText, render_text
 from feeds.cap_hazard import SEVERITY_CLASSES as CAP_SEVERITY_CLASSES
 from feeds.cap_hazard import is_cancel, is_cap_file, read_cap_hazard
 from feeds.read import read_hazard
@@ -45,7 +50,13 @@ from geo.region import RegionPack
 from geo.zones import rasterize_lonlat
 from store import repo
 from store.db import session_scope
-from store.models import AlertMatch, AlertRecord, PlannedDelivery, StoredEvent
+from store.models import (
+    AlertMatch,
+    AlertRecord,
+    DeliveryStatus,
+    PlannedDelivery,
+    StoredEvent,
+)
 from workers.overlay_job import require_2d
 from workers.settings import Settings
 
@@ -174,10 +185,13 @@ def run_assess(
         cap_bytes = render_cap(composed.event)
         matched = _match(session, result, region, cache, hs.kind, priority.level, msg_type,
                          event)
+        expires = now + timedelta(hours=settings.alert_lifetime_h)
+        texts = _texts_for(composed.texts, matched, hs, exposure, priority, msg_type,
+                           area_name=region.name, expires=expires)
         record = AlertRecord(
             identifier=composed.event.identifier, event_id=event_id, sender=settings.sender,
-            msg_type=msg_type, priority=priority, sent=now,
-            expires=now + timedelta(hours=settings.alert_lifetime_h), cap_bytes=cap_bytes,
+            msg_type=msg_type, priority=priority, sent=now, expires=expires,
+            cap_bytes=cap_bytes, texts=texts,
         )
         repo.save_event(session, StoredEvent(
             event_id=event_id, kind=hs.kind, first_seen=event.first_seen if event else at,
@@ -185,8 +199,8 @@ def run_assess(
             status=_NEXT_STATUS[msg_type], last_level=priority.level, last_exposure=exposure,
             last_checksum=hazard.checksum,
         ))
-        planned = [PlannedDelivery(m.subscription.subscription_id, channel)
-                   for m in matched for channel in m.subscription.channels]
+        planned = _plan_deliveries(matched, priority.level, msg_type, now,
+                                   public_feed=settings.cap_feed_public)
         deliveries = repo.save_alert_with_deliveries(session, record, planned)
         repo.save_matches(session, [
             AlertMatch(record.identifier, m.subscription.subscription_id,
@@ -198,6 +212,40 @@ def run_assess(
 
 
 _SEEN = "this file was already ingested"
+
+PUBLIC_FEED = ChannelAddress(ChannelKind.CAP_FEED, "public")
+"""Every alert also goes to the public CAP feed, through the outbox like any delivery."""
+
+
+def _plan_deliveries(matched: list[MatchedSubscriber], level: Level, msg_type: MsgType,
+                     now: datetime, *, public_feed: bool) -> list[PlannedDelivery]:
+    """One delivery per matched subscription and channel, held or deferred by its rules."""
+    planned = [PlannedDelivery("public", PUBLIC_FEED)] if public_feed else []
+    for m in matched:
+        sub = m.subscription
+        plan = plan_delivery(sub, level, msg_type, now)
+        status = DeliveryStatus.HELD if plan.held_for_digest else DeliveryStatus.PENDING
+        planned += [PlannedDelivery(sub.subscription_id, channel, agency_id=sub.agency_id,
+                                    language=sub.languages[0], status=status,
+                                    not_before=plan.not_before, reason=plan.reason)
+                    for channel in dict.fromkeys(sub.channels)]
+    return planned
+
+
+def _texts_for(composed: tuple[MessageText, ...], matched: list[MatchedSubscriber],
+               hazard: HazardSummary, exposure: ExposureSummary, priority: Priority,
+               msg_type: MsgType, *, area_name: str, expires: datetime
+               ) -> tuple[MessageText, ...]:
+    """The deployment's languages plus every language a matched subscriber reads first."""
+    texts = list(composed)
+    have = {t.requested_language for t in texts}
+    for language in dict.fromkeys(m.subscription.languages[0] for m in matched):
+        if language not in have:
+            texts.append(render_text(hazard, exposure, priority, language=language,
+                                     area_name=area_name, msg_type=msg_type,
+                                     expires=expires))
+            have.add(language)
+    return tuple(texts)
 
 
 def _already_ingested(sessions: sessionmaker[Session], hazard: HazardGrid, now: datetime) -> bool:

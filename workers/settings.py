@@ -7,9 +7,9 @@ there. Production sets ``TOCSIN_DATABASE_URL`` to PostgreSQL + PostGIS.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.model import Level
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         material_change_share: relative change in people or area that warrants an Update.
         cancel_below_level: an open event whose level falls below this is cancelled (and a
             new event below it raises no alert).
+        cap_feed_public: every alert also goes to the public CAP feed (``public.atom``).
+        broker_url: Celery broker (``redis://...``, ``amqp://...``); empty: the filesystem
+            transport under ``data_dir`` (no server).
+        dispatch_*: delivery lease, attempts, backoff and sweep interval (seconds).
+        webhook_*, smtp_*, sms_*, mqtt_*, cap_feed_*: the channels; see docs/dispatch.md.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOCSIN_", env_file=".env", extra="ignore")
@@ -40,8 +45,46 @@ class Settings(BaseSettings):
     event_window_h: float = Field(default=48.0, gt=0)
     material_change_share: float = Field(default=0.2, gt=0, lt=10)
     cancel_below_level: Level = Level.YELLOW
+    cap_feed_public: bool = True
 
-    @field_validator("languages", mode="before")
+    # Dispatch. Empty broker URL: kombu's filesystem transport under data_dir (no server).
+    broker_url: str = ""
+    dispatch_lease_s: float = Field(default=120.0, gt=0)
+    dispatch_max_attempts: int = Field(default=12, ge=1)
+    dispatch_retry_base_s: float = Field(default=2.0, gt=0)
+    dispatch_retry_max_s: float = Field(default=600.0, gt=0)
+    dispatch_sweep_interval_s: float = Field(default=15.0, gt=0)
+
+    # Channels. A channel whose server setting is empty is not configured: its deliveries
+    # fail permanently with that reason (visible in `tocsin deliveries list`).
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_allow_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = "Tocsin <tocsin@localhost>"
+    smtp_tls_verify: bool = True
+    smtp_ca_file: str = ""
+    sms_gateway_url: str = ""
+    sms_gateway_auth: SecretStr = SecretStr("")
+    sms_body_template: str = ""
+    sms_content_type: Literal["application/json", "application/x-www-form-urlencoded"] = \
+        "application/json"
+    sms_sender_id: str = "Tocsin"
+    sms_allow_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_tls: bool = False
+    mqtt_ca_file: str = ""
+    cap_feed_dir: Path | None = None
+    cap_feed_base_url: str = ""
+
+    @field_validator("languages", "webhook_allow_hosts", "sms_allow_hosts", mode="before")
     @classmethod
     def _split_languages(cls, value: object) -> object:
         if isinstance(value, str):
@@ -54,6 +97,10 @@ class Settings(BaseSettings):
         if not value or any(c in value for c in " ,<&"):
             raise ValueError("sender must be non-empty, without spaces, commas, '<' or '&'")
         return value
+
+    def resolved_cap_feed_dir(self) -> Path:
+        """Where the CAP feed files are written (default: ``data_dir/cap-feed``)."""
+        return self.cap_feed_dir or self.data_dir / "cap-feed"
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file under ``data_dir``."""

@@ -207,7 +207,7 @@ def test_migration_0002_adds_alert_matches_on_top_of_0001_and_removes_only_it(
         empty_engine: Engine) -> None:
     upgrade(empty_engine, "0001_initial")
     assert "alert_matches" not in inspect(empty_engine).get_table_names()
-    upgrade(empty_engine)
+    upgrade(empty_engine, "0002_alert_matches")
     assert current_revision(empty_engine) == "0002_alert_matches"
     schema = inspect(empty_engine)
     assert schema.get_pk_constraint("alert_matches")["constrained_columns"] == [

@@ -107,8 +107,8 @@ def test_each_reached_agency_gets_the_figures_inside_its_own_area(
     identifier = _identifier(out)
     shown = _ok(["alerts", "show", identifier])
     assert "reaches valley-all (valley)" in shown and "reaches county-box (county)" in shown
-    # 2 channels of the valley + 1 of the county.
-    assert "3 deliveries in the outbox" in shown
+    # 2 channels of the valley + 1 of the county + the public CAP feed.
+    assert "4 deliveries in the outbox" in shown
 
 
 def test_a_subscription_for_another_hazard_kind_is_not_reached(
