@@ -27,12 +27,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def enqueue_delivery(app: Celery, record: DeliveryRecord) -> None:
+def enqueue_delivery(app: Celery, record: DeliveryRecord, *, producer: Any = None) -> None:
     """Send one delivery to its level's queue, with its level's priority."""
     level = record.level.value if record.level else None
     app.send_task(TaskNames.DELIVER, kwargs={"key": record.idempotency_key, "level": level},
-                  queue=queue_for(record.level),
+                  queue=queue_for(record.level), producer=producer,
                   priority=message_priority(record.level, broker_url=str(app.conf.broker_url)))
+
+
+def enqueue_due(app: Celery, records: list[DeliveryRecord]) -> int:
+    """Send every delivery of ``records`` to the workers over one connection."""
+    with app.connection_for_write() as connection, app.producer_or_acquire() as producer:
+        del connection
+        for record in records:
+            enqueue_delivery(app, record, producer=producer)
+    return len(records)
 
 
 def register_tasks(app: Celery, settings: Settings,

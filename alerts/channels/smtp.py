@@ -1,13 +1,9 @@
 """The e-mail channel: one accessible multipart mail per delivery, sent with :mod:`smtplib`.
 
-The mail carries the full text as plain text and as accessible HTML (language attribute,
-a real headline, the level in words, semantic headings, high contrast, no image needed to
-understand it), the map inline when the alert has one, and the stored CAP bytes as
-``alert.cap.xml``. Its Message-ID comes from the idempotency key, so a retried attempt is
-recognisably the same mail.
-
-Errors map to the dispatcher's two kinds: connection trouble and 4xx replies are retryable,
-5xx replies, refused credentials and a server that cannot do the TLS asked for are
+The mail has the full text as plain text and as accessible HTML, the map inline, and the
+stored CAP bytes as ``alert.cap.xml``; its Message-ID comes from the idempotency key, so a
+retried attempt is recognisably the same mail. Connection trouble and 4xx replies are
+retryable; 5xx replies, refused credentials and a server without the TLS asked for are
 permanent (the channel never falls back to plaintext).
 """
 
@@ -79,11 +75,10 @@ _QUEUE_ID = (re.compile(r"queued as ([A-Za-z0-9][\w.-]*)", re.I),
 
 
 class _MailPolicy(EmailPolicy):
-    """SMTP's policy, but an idempotency key header is never folded.
+    """SMTP's policy, except that the idempotency key header is never folded."""
 
-    Folding a key with no space in it would put it on a line of its own, and readers
-    that unfold without stripping would then see it with a leading space.
-    """
+    # Folding a key with no space puts it on a line of its own: readers that unfold
+    # without stripping would see it with a leading space.
 
     def fold_binary(self, name: str, value: str) -> bytes:  # noqa: D102
         if name.lower() == "tocsin-idempotency-key" and _SAFE_KEY.fullmatch(value):
@@ -124,8 +119,7 @@ class SmtpConfig:
 
     def __post_init__(self) -> None:
         if self.security not in ("none", "starttls", "tls"):
-            raise ValueError(f"SMTP security must be none, starttls or tls, not "
-                             f"{self.security!r}")
+            raise ValueError(f"SMTP security must be none, starttls or tls: {self.security!r}")
         if not parseaddr(self.from_address)[1]:
             raise ValueError(f"SMTP from_address {self.from_address!r} is not an address")
 
@@ -182,8 +176,7 @@ class EmailChannel:
                                          f"{exc.verify_message}") from exc
         except OSError as exc:  # refused, timed out, unreachable, TLS handshake broken
             raise RetryableDispatchError(f"{where}: {type(exc).__name__}: {exc}") from exc
-        detail = f"{code} {reply}"
-        return Receipt(channel=ChannelKind.EMAIL, address=recipient, detail=detail,
+        return Receipt(channel=ChannelKind.EMAIL, address=recipient, detail=f"{code} {reply}",
                        remote_id=_queue_id(reply))
 
     def _deliver(self, recipient: str, raw: bytes) -> tuple[int, str]:
@@ -254,10 +247,9 @@ def _queue_id(reply: str) -> str | None:
 
 
 def _recipient(address: str) -> str:
-    name, addr = parseaddr(address)
-    if not addr or "@" not in addr or not addr.isascii() or any(c in addr for c in "\r\n"):
-        raise PermanentDispatchError(f"{address!r} is not an e-mail address this channel can "
-                                     "send to")
+    addr = parseaddr(address)[1]
+    if "@" not in addr or not addr.isascii() or any(c in addr for c in "\r\n "):
+        raise PermanentDispatchError(f"{address!r} is not an e-mail address it can send to")
     return addr
 
 
@@ -275,16 +267,20 @@ def _labels(language: str) -> dict[str, str]:
     return _LABELS.get(language.split("-")[0].lower(), _LABELS["en"])
 
 
+def _is_digest(message: OutgoingMessage) -> bool:
+    return message.kind == "digest" or len(message.alerts) > 1
+
+
+def _digest_title(message: OutgoingMessage) -> str:
+    n, labels = len(message.alerts), _labels(message.language)
+    return labels["digest_one"] if n == 1 else labels["digest_many"].format(n=n)
+
+
 def email_subject(message: OutgoingMessage) -> str:
-    """The subject: the headline, a digest count, and an escalation marker first."""
-    labels = _labels(message.language)
-    if message.kind == "digest" or len(message.alerts) > 1:
-        n = len(message.alerts)
-        subject = labels["digest_one"] if n == 1 else labels["digest_many"].format(n=n)
-    else:
-        subject = message.alert.text.headline
+    """The subject: the headline or a digest count, after an escalation marker."""
+    subject = _digest_title(message) if _is_digest(message) else message.alert.text.headline
     if message.kind == "escalation":
-        subject = f"{labels['escalated']} {subject}"
+        subject = f"{_labels(message.language)['escalated']} {subject}"
     return " ".join(subject.split())  # a header is one line
 
 
@@ -303,17 +299,14 @@ def _file_names(message: OutgoingMessage, stem: str, suffix: str) -> list[str]:
 
 def plain_body(message: OutgoingMessage) -> str:
     """The plain-text part: the full text (a digest lists its alerts first)."""
-    labels = _labels(message.language)
-    parts: list[str] = []
-    if message.kind == "escalation":
-        parts.append(labels["escalation_note"])
-    if len(message.alerts) > 1 or message.kind == "digest":
-        parts.append(email_subject(message) if message.kind == "digest" else "")
+    parts = [_labels(message.language)["escalation_note"]] if message.kind == "escalation" else []
+    if _is_digest(message):
+        parts.append(_digest_title(message))
         parts.append("\n".join(f"- {_with_level(a)}" for a in message.alerts))
         parts.extend(f"{'=' * 40}\n\n{a.text.full}" for a in message.alerts)
     else:
         parts.append(message.alert.text.full)
-    return "\n\n".join(p for p in parts if p) + "\n"
+    return "\n\n".join(parts) + "\n"
 
 
 def html_body(message: OutgoingMessage, map_cids: list[str | None]) -> str:
@@ -325,13 +318,13 @@ def html_body(message: OutgoingMessage, map_cids: list[str | None]) -> str:
     """
     labels = _labels(message.language)
     esc = html.escape
-    several = len(message.alerts) > 1 or message.kind == "digest"
+    several = _is_digest(message)
     body: list[str] = []
     if message.kind == "escalation":
         body.append(f'<p style="border:3px solid #000000;padding:8px"><strong>'
                     f'{esc(labels["escalation_note"])}</strong></p>')
     if several:
-        body.append(f"<h1>{esc(email_subject(message).removeprefix(labels['escalated']))}</h1>")
+        body.append(f"<h1>{esc(_digest_title(message))}</h1>")
         body.append("<ul>" + "".join(f"<li>{esc(_with_level(a))}</li>"
                                      for a in message.alerts) + "</ul>")
     for alert, cid in zip(message.alerts, map_cids, strict=True):
@@ -417,7 +410,7 @@ def build_email(message: OutgoingMessage, *, from_address: str, to_address: str,
                      cte="quoted-printable")
     mail.add_alternative(html_body(message, map_cids), subtype="html", charset="utf-8",
                          cte="quoted-printable")
-    html_part = mail.get_payload()[1]
+    html_part = next(p for p in mail.iter_parts() if p.get_content_type() == "text/html")
     for alert, cid, name in zip(message.alerts, map_cids, _file_names(message, "map", ".png"),
                                 strict=True):
         if alert.map_png is not None and cid is not None:

@@ -144,6 +144,13 @@ def subscribe_add(
         help="HH:MM-HH:MM@Area/City: hold all but red alerts then.")] = None,
     digest_up_to: Annotated[Level | None, typer.Option(
         help="Gather alerts at this level or below into a digest.")] = None,
+    digest_every: Annotated[int, typer.Option(
+        help="Minutes between digests (with --digest-up-to).")] = 360,
+    escalate_to: Annotated[list[str] | None, typer.Option(
+        help="KIND:ADDRESS, repeatable: channels tried in turn while nobody acknowledges a "
+             "red alert (`tocsin alerts ack`).")] = None,
+    escalate_after: Annotated[float, typer.Option(
+        help="Minutes without acknowledgement before each escalation step.")] = 30.0,
 ) -> None:
     """Subscribe an agency to alerts for its area. Refused requests change nothing."""
     try:
@@ -161,7 +168,9 @@ def subscribe_add(
         hazard_kinds=frozenset(hazard or ()), min_level=min_level,
         channels=_channels(channel), languages=tuple(language or ("en",)),
         quiet_hours=quiet,
-        digest=DigestPolicy(up_to_level=digest_up_to) if digest_up_to else None,
+        digest=DigestPolicy(up_to_level=digest_up_to, interval_min=digest_every)
+        if digest_up_to else None,
+        escalation=_channels(escalate_to or []), escalate_after_min=escalate_after,
     )
     if sub.zone_codes and region is None:
         raise _fail("--zones needs --region PACK, so that the zone codes can be checked")

@@ -9,7 +9,7 @@ import importlib.util
 import multiprocessing
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urljoin
@@ -30,7 +30,7 @@ from alerts.channels.atom import (
 from alerts.channels.base import AlertContent, Channel
 from alerts.channels.cap_feed import CapFeedChannel, CapFeedConfig, read_feed_entries
 from alerts.errors import PermanentDispatchError, RetryableDispatchError
-from alerts.model import ChannelKind, MsgType
+from alerts.model import ChannelKind, Level, MsgType
 
 
 def _load_conftest() -> ModuleType:
@@ -69,46 +69,51 @@ def event(name: str, **changes: object) -> AlertContent:
     return make_alert_content(event_id=f"flood_depth-20260512T0600Z-{name}", **changes)
 
 
+def _one(parent: etree._Element, name: str, where: str,
+         problems: list[str]) -> etree._Element | None:
+    found = parent.findall(A + name)
+    if len(found) != 1 or not (found[0].text or found[0].get("href") or "").strip():
+        problems.append(f"{where}: {len(found)} non-empty atom:{name}, expected exactly 1")
+        return None
+    return found[0]
+
+
+def _date(node: etree._Element | None, where: str, problems: list[str]) -> None:
+    if node is not None and datetime.fromisoformat(node.text).utcoffset() is None:
+        problems.append(f"{where}: {node.text} is not an RFC 3339 date-time")
+
+
+def _entry_problems(entry: etree._Element, where: str) -> list[str]:
+    problems: list[str] = []
+    entry_id = _one(entry, "id", where, problems)
+    if entry_id is not None and ":" not in entry_id.text:
+        problems.append(f"{where}: id {entry_id.text} is not an IRI")
+    _one(entry, "title", where, problems)
+    _date(_one(entry, "updated", where, problems), f"{where} updated", problems)
+    cap_links = [link for link in entry.findall(A + "link")
+                 if link.get("rel") == "alternate" and link.get("type") == CAP_MEDIA_TYPE]
+    if len(cap_links) != 1 or not cap_links[0].get("href"):
+        problems.append(f"{where}: needs one alternate link to its CAP file")
+    content = entry.find(A + "content")
+    if content is None or content.get("type") != CAP_MEDIA_TYPE or len(content) != 1:
+        problems.append(f"{where}: content must hold exactly one CAP element")
+    return problems
+
+
 def atom_problems(feed: etree._Element) -> list[str]:
     """RFC 4287's structural rules that aggregators rely on, checked by hand (no RELAX NG)."""
-    problems = []
-
-    def one(parent: etree._Element, name: str, where: str) -> etree._Element | None:
-        found = parent.findall(A + name)
-        if len(found) != 1 or not (found[0].text or found[0].get("href") or "").strip():
-            problems.append(f"{where}: {len(found)} non-empty atom:{name}, expected exactly 1")
-            return None
-        return found[0]
-
-    def date(node: etree._Element | None, where: str) -> None:
-        if node is not None and datetime.fromisoformat(node.text).utcoffset() is None:
-            problems.append(f"{where}: {node.text} is not an RFC 3339 date-time")
-
     if feed.tag != A + "feed":
         return [f"root is {feed.tag}"]
+    problems: list[str] = []
     for name in ("id", "title"):
-        one(feed, name, "feed")
-    date(one(feed, "updated", "feed"), "feed updated")
+        _one(feed, name, "feed", problems)
+    _date(_one(feed, "updated", "feed", problems), "feed updated", problems)
     entries = feed.findall(A + "entry")
     if feed.find(A + "author") is None and any(e.find(A + "author") is None for e in entries):
         problems.append("feed has no author and some entries have none")
-    ids = []
     for index, entry in enumerate(entries):
-        where = f"entry {index}"
-        entry_id = one(entry, "id", where)
-        if entry_id is not None:
-            ids.append(entry_id.text)
-            if ":" not in entry_id.text:
-                problems.append(f"{where}: id {entry_id.text} is not an IRI")
-        one(entry, "title", where)
-        date(one(entry, "updated", where), f"{where} updated")
-        cap_links = [link for link in entry.findall(A + "link")
-                     if link.get("rel") == "alternate" and link.get("type") == CAP_MEDIA_TYPE]
-        if len(cap_links) != 1 or not cap_links[0].get("href"):
-            problems.append(f"{where}: needs one alternate link to its CAP file")
-        content = entry.find(A + "content")
-        if content is None or content.get("type") != CAP_MEDIA_TYPE or len(content) != 1:
-            problems.append(f"{where}: content must hold exactly one CAP element")
+        problems += _entry_problems(entry, f"entry {index}")
+    ids = [entry.findtext(A + "id") for entry in entries]
     if len(set(ids)) != len(ids):
         problems.append("entry ids are not unique")
     return problems
@@ -129,7 +134,7 @@ def test_the_feed_parses_with_the_hardened_parser_and_has_every_required_atom_el
         tmp_path: Path, make_message: MakeMessage) -> None:
     channel = channel_in(tmp_path)
     channel.send(make_message(ChannelKind.CAP_FEED, "public",
-                              alerts=(event("a"), event("b", level="orange"))))
+                              alerts=(event("a"), event("b", level=Level.ORANGE))))
 
     data = (tmp_path / "public.atom").read_bytes()
     assert b"<!DOCTYPE" not in data and data.startswith(b"<?xml")
@@ -212,7 +217,7 @@ def test_our_entries_carry_what_the_real_feeds_give_aggregators(
 
 def test_the_feed_reads_back_into_the_entries_it_was_built_from(
         tmp_path: Path, make_message: MakeMessage) -> None:
-    alerts = (event("a"), event("b", map_png=None, level="yellow"))
+    alerts = (event("a"), event("b", map_png=None, level=Level.YELLOW))
     channel_in(tmp_path).send(make_message(ChannelKind.CAP_FEED, "public", alerts=alerts))
 
     expected = sorted((FeedEntry.from_alert(a) for a in alerts),
@@ -274,11 +279,11 @@ def test_a_cancel_replaces_the_event_and_stays_until_it_expires(
         MsgType.CANCEL]
 
     expires = cancel.alert.expires
-    channel_in(tmp_path, when=expires).send(make_message(ChannelKind.CAP_FEED, "public",
-                                                         alerts=(event("other"),)))
+    other = make_message(ChannelKind.CAP_FEED, "public", alerts=(
+        make_alert_content(event_id="other", sequence=5),))  # expires after the Cancel
+    channel_in(tmp_path, when=expires).send(other)
     assert MsgType.CANCEL in [e.msg_type for e in read_feed_entries(tmp_path / "public.atom")]
-    receipt = channel_in(tmp_path, when=expires + timedelta(seconds=1)).send(
-        make_message(ChannelKind.CAP_FEED, "public", alerts=(event("other"),)))
+    receipt = channel_in(tmp_path, when=expires + timedelta(seconds=1)).send(other)
     assert MsgType.CANCEL not in [e.msg_type
                                   for e in read_feed_entries(tmp_path / "public.atom")]
     assert receipt.detail == "public.atom (1 entries)"
@@ -292,9 +297,9 @@ def test_an_expired_entry_is_dropped_and_the_feed_updated_moves_on(
 
     receipt = channel_in(tmp_path, when=later).send(
         make_message(ChannelKind.CAP_FEED, "public",
-                     alerts=(make_alert_content(event_id="flood_depth-x", sequence=14),)))
+                     alerts=(make_alert_content(event_id="flood_depth-x", sequence=13),)))
 
-    assert identifiers(tmp_path) == ["tocsin-flood_depth-x-014"]
+    assert identifiers(tmp_path) == ["tocsin-flood_depth-x-013"]
     assert receipt.detail == "public.atom (1 entries)"
     assert datetime.fromisoformat(feed_of(tmp_path).findtext(A + "updated")) == later
     assert atom_problems(feed_of(tmp_path)) == []

@@ -297,7 +297,7 @@ def test_a_mail_the_server_rejects_fails_permanently(smtp_server, make_message):
 
 
 def test_an_address_that_is_not_one_fails_permanently(make_message):
-    with pytest.raises(PermanentDispatchError, match="not an e-mail address"):
+    with pytest.raises(PermanentDispatchError, match="not an e-mail address it can send to"):
         channel(free_port()).send(make_message(ChannelKind.EMAIL, "not an address"))
 
 
@@ -396,6 +396,14 @@ def test_starttls_with_a_private_ca_delivers_over_tls(smtp_server, make_message,
                                auth_require_tls=True, authenticator=_authenticator)
     channel(port, security="starttls", ca_file=str(tls_files[0]), username="tocsin",
             password="s3cret").send(make_message(ChannelKind.EMAIL, TO))
+    assert server.tls_sessions == [True]
+
+
+def test_starttls_without_verification_delivers_to_a_self_signed_server(
+        smtp_server, make_message, server_tls):
+    server, port = smtp_server(tls_context=server_tls, require_starttls=True)
+    channel(port, security="starttls", tls_verify=False).send(
+        make_message(ChannelKind.EMAIL, TO))
     assert server.tls_sessions == [True]
 
 
