@@ -57,7 +57,9 @@ def register_tasks(app: Celery, settings: Settings,
             state["ctx"] = (context_factory or (lambda: build_context(settings)))()
         return state["ctx"]
 
+    # shared=False: a shared task would be added to every later app of the process too.
     @app.task(name=TaskNames.DELIVER, bind=True, acks_late=True, reject_on_worker_lost=True,
+              shared=False,
               max_retries=None, ignore_result=True)
     def deliver(self: Any, *, key: str, level: str | None = None) -> str:
         outcome = deliver_one(key, context(), now=utc_now)
@@ -67,7 +69,7 @@ def register_tasks(app: Celery, settings: Settings,
                              priority=message_priority(lv, broker_url=str(app.conf.broker_url)))
         return outcome.outcome
 
-    @app.task(name=TaskNames.SWEEP, ignore_result=True)
+    @app.task(name=TaskNames.SWEEP, ignore_result=True, shared=False)
     def sweep_outbox() -> int:
         report = sweep(context(), now=utc_now())
         for record in report.due:

@@ -1,9 +1,10 @@
 """The webhook channel: a signed JSON POST to the agency's HTTPS endpoint.
 
 The body is serialized deterministically, so every attempt of a delivery sends the same
-bytes; the receiver deduplicates on ``Idempotency-Key``. Each request is signed with the
-agency's own secret, derived from one master secret (:func:`webhook_secret_for`), so a
-receiver can prove the payload came from Tocsin and is fresh. The contract agencies build
+bytes but for its ``attempt`` number; the receiver deduplicates on ``Idempotency-Key``.
+Each request is signed with the agency's own secret, derived from one master secret
+(:func:`webhook_secret_for`), so a receiver can prove the payload came from Tocsin and is
+fresh. The contract agencies build
 against is ``docs/webhooks.md``.
 """
 
@@ -144,7 +145,7 @@ def alert_payload(alert: AlertContent) -> dict[str, Any]:
 
 
 def webhook_body(message: OutgoingMessage) -> bytes:
-    """The request body: the same bytes for the same message, on every attempt and host.
+    """The request body: the same bytes for the same message (attempt included), on any host.
 
     Args:
         message: the delivery.

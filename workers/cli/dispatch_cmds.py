@@ -100,8 +100,12 @@ def deliveries_list(
         rows = outbox.list_outbox(session, statuses=statuses, agency_id=agency,
                                   alert_identifier=alert, limit=limit)
         counts = outbox.count_by_status(session)
-    table = Table("Key", "Alert", "Level", "Channel", "Address", "Kind", "Status", "Tries",
-                  "Receipt or reason")
+    table = Table()
+    for name in ("Key", "Alert", "Level", "Channel", "Address", "Kind", "Status", "Tries",
+                 "Receipt or reason"):
+        # Keys, statuses and counts never wrap: they are what an operator copies and scans.
+        table.add_column(name, no_wrap=name in ("Key", "Level", "Status", "Tries"),
+                         overflow="fold")
     for d in rows:
         why = d.receipt if d.status is DeliveryStatus.ACK else (d.last_error or "")
         table.add_row(d.idempotency_key[:12], d.alert_identifier,
