@@ -57,11 +57,11 @@ def upgrade() -> None:
                "alerts.sent FROM alerts WHERE alerts.identifier = deliveries.alert_identifier)")
     op.execute("UPDATE deliveries SET agency_id = (SELECT subscriptions.agency_id FROM "
                "subscriptions WHERE subscriptions.subscription_id = deliveries.subscription_id)")
-    with op.batch_alter_table("subscriptions") as batch:
-        batch.add_column(sa.Column("escalation", sa.JSON(), nullable=True))
-        batch.add_column(sa.Column("escalate_after_min", sa.Float(), nullable=True))
-    with op.batch_alter_table("alerts") as batch:
-        batch.add_column(sa.Column("texts", sa.JSON(), nullable=True))
+    # Plain ADD COLUMN (SQLite has it): a batch copy of ``alerts`` would break the foreign
+    # keys that point at it and drop its immutability trigger.
+    op.add_column("subscriptions", sa.Column("escalation", sa.JSON(), nullable=True))
+    op.add_column("subscriptions", sa.Column("escalate_after_min", sa.Float(), nullable=True))
+    op.add_column("alerts", sa.Column("texts", sa.JSON(), nullable=True))
     op.create_table(
         "acknowledgements",
         sa.Column("alert_identifier", sa.String(200), sa.ForeignKey("alerts.identifier"),
@@ -78,11 +78,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop what :func:`upgrade` added; deliveries in the new states become errors."""
     op.drop_table("acknowledgements")
-    with op.batch_alter_table("alerts") as batch:
-        batch.drop_column("texts")
-    with op.batch_alter_table("subscriptions") as batch:
-        batch.drop_column("escalate_after_min")
-        batch.drop_column("escalation")
+    # Plain DROP COLUMN (SQLite 3.35 and later), for the same reason as in upgrade.
+    op.drop_column("alerts", "texts")
+    op.drop_column("subscriptions", "escalate_after_min")
+    op.drop_column("subscriptions", "escalation")
     op.execute("UPDATE deliveries SET status = 'error' WHERE status IN ('held', 'digested')")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_index("ix_deliveries_digest_key")
