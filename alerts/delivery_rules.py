@@ -76,9 +76,33 @@ def quiet_hours_end(quiet: QuietHours, level: Level, now: datetime) -> datetime 
     end_day = local.date()
     if crosses_midnight and here >= start:
         end_day += timedelta(days=1)
-    # Built as local wall time: a span ending across a DST change still ends at 07:00 local.
-    local_end = datetime.combine(end_day, end, tzinfo=zone)
-    return local_end.astimezone(UTC)
+    return _wall_time_instant(datetime.combine(end_day, end, tzinfo=zone), now)
+
+
+def _wall_time_instant(local_end: datetime, now: datetime) -> datetime:
+    """The first instant, after ``now``, at which local clocks read ``local_end``.
+
+    Built as local wall time, so quiet hours end at 07:00 local across a DST change. A wall
+    time that occurs twice (clocks going back) is the first occurrence still ahead; one that
+    does not exist (clocks going forward) becomes the first instant after the gap.
+    """
+    first = local_end.replace(fold=0).astimezone(UTC)
+    second = local_end.replace(fold=1).astimezone(UTC)
+    if first == second:
+        return first
+    wall = local_end.replace(tzinfo=None)
+    zone = local_end.tzinfo
+    if first.astimezone(zone).replace(tzinfo=None) == wall:  # repeated hour: both exist
+        return first if first > now else second
+    # The gap: the wall time never shows; the clocks jump at the instant between both readings.
+    low, high = min(first, second), max(first, second)
+    while high - low > timedelta(seconds=1):
+        mid = low + (high - low) / 2
+        if mid.astimezone(zone).replace(tzinfo=None) >= wall:
+            high = mid
+        else:
+            low = mid
+    return high.replace(microsecond=0)
 
 
 def plan_delivery(

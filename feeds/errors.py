@@ -43,3 +43,25 @@ class MissingCRSError(FeedError, ValueError):
 
 class ManifestError(FeedError, ValueError):
     """A region-pack manifest is missing a field or names something that is not there."""
+
+
+class FeedConfigError(FeedError, ValueError):
+    """A feeds TOML file has a missing, unknown or invalid field (the message names it)."""
+
+    def __init__(self, path: str | Path, reason: str, *, feed_id: str | None = None,
+                 field: str | None = None) -> None:
+        self.feed_id = feed_id
+        self.field = field
+        super().__init__(path, reason)
+
+
+class FeedUnavailableError(FeedError, OSError):
+    """A feed source cannot be reached or answered with an error: retry later."""
+
+
+class PayloadTooLargeError(FeedError, ValueError):
+    """A payload is larger than the configured cap; it is not archived."""
+
+
+class ArchiveError(FeedError, OSError):
+    """The payload archive cannot store, read or quarantine a payload."""

@@ -149,6 +149,7 @@ def event_to_columns(stored: StoredEvent) -> dict[str, Any]:
         "last_exposure": None if stored.last_exposure is None else exposure_to_json(
             stored.last_exposure),
         "last_checksum": stored.last_checksum,
+        "last_issued_at": stored.last_issued_at,
     }
 
 
@@ -162,6 +163,7 @@ def event_from_row(row: EventRow) -> StoredEvent:
         last_exposure=None if row.last_exposure is None else exposure_from_json(
             row.last_exposure),
         last_checksum=row.last_checksum,
+        last_issued_at=row.last_issued_at,
     )
 
 

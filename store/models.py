@@ -213,6 +213,8 @@ class EventRow(Base):
     last_level: Mapped[str | None] = mapped_column(String(10))
     last_exposure: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_checksum: Mapped[str | None] = mapped_column(String(80))
+    # Issue time of the latest feed run assessed: an older run arriving later is skipped.
+    last_issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class AlertRow(Base):
@@ -363,6 +365,7 @@ class StoredEvent:
         last_level: level of the latest assessment.
         last_exposure: figures of the latest assessment (material-change checks).
         last_checksum: checksum of the latest feed file.
+        last_issued_at: issue time of the latest feed run assessed for it.
     """
 
     event_id: str
@@ -375,6 +378,7 @@ class StoredEvent:
     last_level: Level | None = None
     last_exposure: ExposureSummary | None = None
     last_checksum: str | None = None
+    last_issued_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,3 +486,8 @@ class AlertMatch:
     level: Level
     max_class: int
     exposure: ExposureSummary
+
+
+# The live pipeline's tables share this Base; imported here so that every table is known
+# whenever the models are (migrations, schema comparisons).
+from store import feed_models as _feed_models  # noqa: E402, F401

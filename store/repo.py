@@ -187,8 +187,13 @@ def get_subscription(session: Session, subscription_id: str) -> Subscription:
     return mapping.subscription_from_row(row)
 
 
-def remove_subscription(session: Session, subscription_id: str) -> Subscription:
-    """Delete a subscription (its past deliveries stay) and return what it was.
+def remove_subscription(
+    session: Session, subscription_id: str, *, at: datetime | None = None
+) -> Subscription:
+    """Delete a subscription and return what it was.
+
+    Its past deliveries stay; those not sent yet (pending, or held for a digest) are failed
+    with the reason "subscription removed": an agency that unsubscribed hears no more.
 
     Raises:
         RecordNotFoundError: no such subscription.
@@ -196,6 +201,16 @@ def remove_subscription(session: Session, subscription_id: str) -> Subscription:
     removed = get_subscription(session, subscription_id)
     with session.begin_nested():
         session.delete(session.get(SubscriptionRow, subscription_id))
+        unsent = session.scalars(select(DeliveryRow).where(
+            DeliveryRow.subscription_id == subscription_id,
+            DeliveryRow.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.HELD.value])))
+        for row in unsent:
+            when = at or row.created_at or row.not_before
+            row.status = DeliveryStatus.ERROR.value
+            row.last_error = "subscription removed before it was sent"
+            if when is not None:
+                row.status_history = [*row.status_history, mapping.history_entry(
+                    DeliveryStatus.ERROR, when, row.last_error)]
     return removed
 
 
@@ -409,28 +424,6 @@ def list_deliveries(
     if alert_identifier is not None:
         stmt = stmt.where(DeliveryRow.alert_identifier == alert_identifier)
     return [mapping.delivery_from_row(row) for row in session.scalars(stmt)]
-
-
-def record_delivery_status(
-    session: Session, idempotency_key: str, status: DeliveryStatus, at: datetime
-) -> DeliveryRecord:
-    """Append a status to a delivery's history; ``sending`` counts one more attempt.
-
-    Raises:
-        RecordNotFoundError: no delivery has this key.
-        ValueError: the delivery is already acknowledged (final).
-    """
-    row = session.scalar(select(DeliveryRow).where(DeliveryRow.idempotency_key ==
-                                                   idempotency_key))
-    if row is None:
-        raise RecordNotFoundError(f"no delivery with idempotency key {idempotency_key!r}")
-    if row.status == DeliveryStatus.ACK.value:
-        raise ValueError(f"delivery {idempotency_key!r} is acknowledged; its status is final")
-    with session.begin_nested():
-        row.status = status.value
-        row.attempts += 1 if status is DeliveryStatus.SENDING else 0
-        row.status_history = [*row.status_history, mapping.history_entry(status, at)]
-    return mapping.delivery_from_row(row)
 
 
 # --- alert matches ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from alerts.channels.base import ChannelRegistry
@@ -45,21 +46,34 @@ def webhook_master_secret(settings: Settings) -> bytes:
     """``TOCSIN_WEBHOOK_SECRET``, else a random secret generated once under the data dir.
 
     The generated file is readable by its owner only; every agency's signing secret is
-    derived from it (``tocsin agency secret`` shows an agency its own).
+    derived from it (``tocsin agency secret`` shows an agency its own). Workers on several
+    machines must share one secret, so with a broker configured the setting is required.
+
+    Raises:
+        ValueError: a broker is configured but no secret.
     """
     configured = settings.webhook_secret.get_secret_value()
     if configured:
         return configured.encode("utf-8")
+    if settings.broker_url:
+        raise ValueError("TOCSIN_WEBHOOK_SECRET must be set when TOCSIN_BROKER_URL is: "
+                         "workers on several machines must sign with the same secret")
     path = Path(settings.data_dir) / WEBHOOK_SECRET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole to a temporary name, then linked into place: another process sees
+        # either no file or the complete secret, never an empty one.
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".webhook-secret-")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process generated it first
-            pass
-        else:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(secrets.token_hex(32))
+            os.chmod(temp, 0o600)
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass  # another process generated it first: use theirs
+        finally:
+            os.unlink(temp)
     return path.read_text(encoding="utf-8").strip().encode("utf-8")
 
 

@@ -156,6 +156,14 @@ def origin(url: httpx.URL) -> str:
     return f"{url.scheme}://{host}{port}"
 
 
+def _redacted(url: str) -> str:
+    """A URL as errors may show it: its origin when it parses, else only its scheme."""
+    try:
+        return origin(httpx.URL(url)) + "/…"
+    except (httpx.InvalidURL, TypeError):
+        return url.split(":", 1)[0] + ":…" if ":" in url else "…"
+
+
 def check_destination(url: str, allow_hosts: Collection[str], *,
                       resolve: Resolver = _system_resolver) -> None:
     """Refuse a destination that is not https or that resolves to a non-public address.
@@ -177,7 +185,8 @@ def check_destination(url: str, allow_hosts: Collection[str], *,
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise HttpPermanentError(f"destination {url!r} is not a valid URL: {exc}") from None
+        raise HttpPermanentError(f"destination {_redacted(url)!r} is not a valid URL: "
+                                 f"{exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise HttpPermanentError(f"destination {origin(parsed)} must be an http(s) URL with a "
                                  "host")
@@ -264,7 +273,7 @@ def error_for_status(status: int, headers: Mapping[str, str], body: bytes, where
         return HttpRetryableError(detail, status=status,
                                   retry_after_s=retry_after_seconds(headers.get("retry-after")))
     if 300 <= status < 400:
-        location = headers.get("location", "")
+        location = _redacted(headers.get("location", ""))
         return HttpPermanentError(f"{reason} (redirect to {location!r}, not followed: "
                                   "configure the final URL)", status=status)
     if status == 410:

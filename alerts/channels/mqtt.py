@@ -16,6 +16,7 @@ delivery is rare and must not depend on a long-lived session that may have silen
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -135,10 +136,24 @@ def event_topic(root: str, alert: AlertContent) -> str:
                      area_slug(alert.area_description), _topic_level(alert.event_id, "event id")))
 
 
+def alert_key(message: OutgoingMessage, alert: AlertContent) -> str:
+    """The idempotency key of one publication: the delivery's own for a single alert.
+
+    A digest publishes several alerts, each on its own event topic; each gets a key of its
+    own (derived from the delivery's key and the alert's identifier), so that a receiver
+    deduplicating by key keeps every one of them.
+    """
+    if len(message.alerts) == 1:
+        return message.idempotency_key
+    joined = f"{message.idempotency_key}\x1f{alert.identifier}".encode()
+    return hashlib.sha256(joined).hexdigest()
+
+
 def payload(message: OutgoingMessage, alert: AlertContent) -> bytes:
     """The JSON payload of one alert: deterministic (sorted keys), UTF-8."""
     body: dict[str, Any] = {
-        "idempotency_key": message.idempotency_key,
+        "idempotency_key": alert_key(message, alert),
+        "delivery_key": message.idempotency_key,
         "kind": message.kind,
         "agency_id": message.agency_id,
         "subscription_id": message.subscription_id,
@@ -212,7 +227,7 @@ class MqttChannel:
         root = message.channel.address
         now = self._clock()
         publications = [(event_topic(root, alert), payload(message, alert),
-                         publish_properties(message.idempotency_key, alert.expires, now))
+                         publish_properties(alert_key(message, alert), alert.expires, now))
                         for alert in message.alerts]
         acks = _Session(self.config).publish_all(publications)
         topics = ", ".join(topic for topic, _, _ in publications)

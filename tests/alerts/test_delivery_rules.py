@@ -70,6 +70,24 @@ def test_quiet_hours_ending_after_a_clock_change_end_at_local_wall_time() -> Non
     assert quiet_hours_end(NIGHT, Level.YELLOW, at) == datetime(2026, 3, 29, 5, 0, tzinfo=UTC)
 
 
+def test_in_the_repeated_hour_quiet_hours_end_at_the_next_occurrence_of_their_end() -> None:
+    # 25 October 2026: Zurich clocks go back from 03:00 CEST to 02:00 CET; 02:00-03:00 twice.
+    quiet = QuietHours("22:00", "02:30", "Europe/Zurich")
+    second_0215 = datetime(2026, 10, 25, 1, 15, tzinfo=UTC)  # 02:15 CET, the second time
+    assert quiet_hours_end(quiet, Level.YELLOW, second_0215) == \
+        datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET, not the 02:30 CEST passed
+    first_0215 = datetime(2026, 10, 25, 0, 15, tzinfo=UTC)  # 02:15 CEST, the first time
+    assert quiet_hours_end(quiet, Level.YELLOW, first_0215) == \
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+
+
+def test_quiet_hours_ending_in_the_spring_gap_end_when_the_clocks_jump() -> None:
+    # 29 March 2026: 02:00 CET jumps to 03:00 CEST (01:00 UTC); 02:30 never shows.
+    quiet = QuietHours("22:00", "02:30", "Europe/Zurich")
+    assert quiet_hours_end(quiet, Level.YELLOW, datetime(2026, 3, 28, 23, 0, tzinfo=UTC)) == \
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+
+
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         quiet_hours_end(NIGHT, Level.YELLOW, datetime(2026, 5, 12, 23))

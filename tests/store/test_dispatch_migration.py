@@ -34,7 +34,7 @@ def test_deliveries_from_before_0003_keep_their_status_and_get_level_and_agency(
     with empty_engine.begin() as connection:
         for sql in _ROWS:
             connection.execute(text(sql), {"cap": b"<alert/>"})
-    upgrade(empty_engine)
+    upgrade(empty_engine, "0003_dispatch")
     assert current_revision(empty_engine) == "0003_dispatch"
     with scope(make_session_factory(empty_engine)) as session:
         record = get_delivery(session, "k-1")

@@ -13,7 +13,7 @@ from store.db import current_revision, downgrade, make_engine, upgrade
 from store.models import Base
 
 TABLES = {"agencies", "subscriptions", "events", "alerts", "ingests", "deliveries",
-          "acknowledgements",
+          "acknowledgements", "feeds", "feed_items",
           "alert_matches"}
 
 
@@ -26,7 +26,7 @@ def test_upgrade_creates_every_table_from_an_empty_database(empty_engine: Engine
     assert current_revision(empty_engine) is None
     assert _tables(empty_engine) == set()
     upgrade(empty_engine)
-    assert current_revision(empty_engine) == "0003_dispatch"
+    assert current_revision(empty_engine) == "0004_feeds"
     assert _tables(empty_engine) == TABLES | {"alembic_version"}
 
 
@@ -49,7 +49,7 @@ def test_migrated_schema_matches_the_models(engine: Engine) -> None:
 
 def test_upgrade_again_changes_nothing_and_downgrade_drops_every_table(engine: Engine) -> None:
     upgrade(engine)
-    assert current_revision(engine) == "0003_dispatch"
+    assert current_revision(engine) == "0004_feeds"
     downgrade(engine)
     assert current_revision(engine) is None
     assert _tables(engine) == {"alembic_version"}
@@ -95,4 +95,4 @@ def test_an_engine_needs_a_url_or_a_data_directory() -> None:
 def test_upgrade_accepts_a_url(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'by-url.sqlite'}"
     upgrade(url)
-    assert current_revision(url) == "0003_dispatch"
+    assert current_revision(url) == "0004_feeds"

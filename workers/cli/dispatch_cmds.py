@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
@@ -29,6 +30,21 @@ deliveries_app = typer.Typer(help="The outbox: what was delivered, what is pendi
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def redact_address(address: str) -> str:
+    """An address fit for a listing: a URL without credentials, query or fragment.
+
+    Webhook URLs often carry a token in the query or user part; operators need the host and
+    path to recognise a receiver, never the token.
+    """
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return address
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    hidden = "?…" if parts.query or parts.fragment else ""
+    user = "…@" if parts.username or parts.password else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, "", "")) + hidden
 
 
 def _context():  # noqa: ANN202 - DispatchContext, imported late (channels pull in httpx)
@@ -110,7 +126,8 @@ def deliveries_list(
         why = d.receipt if d.status is DeliveryStatus.ACK else (d.last_error or "")
         table.add_row(d.idempotency_key[:12], d.alert_identifier,
                       d.level.value.upper() if d.level else "", d.channel.kind.value,
-                      d.channel.address, d.kind, d.status.value, str(d.attempts), why or "")
+                      redact_address(d.channel.address), d.kind, d.status.value,
+                      str(d.attempts), why or "")
     console.print(table)
     console.print("outbox: " + (", ".join(f"{n} {s.value}" for s, n in sorted(
         counts.items(), key=lambda item: item[0].value)) or "empty"))

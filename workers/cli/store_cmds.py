@@ -206,7 +206,7 @@ def subscribe_remove(subscription_id: Annotated[str, typer.Argument()]) -> None:
     """Remove a subscription (deliveries already planned keep their history)."""
     try:
         with session_scope(open_store()) as session:
-            repo.remove_subscription(session, subscription_id)
+            repo.remove_subscription(session, subscription_id, at=datetime.now(UTC))
     except repo.StoreError as exc:
         raise _fail(str(exc), 1) from exc
     console.print(f"subscription {subscription_id} removed")

@@ -164,8 +164,13 @@ def test_a_digest_publishes_each_alert_on_its_own_event_topic(root, make_message
     with subscribed(f"{root}/#") as subscriber:
         channel().send(make_message(ChannelKind.MQTT, root, alerts=alerts,
                                     message_kind="digest"))
-        topics = {subscriber.get().topic, subscriber.get().topic}
-    assert topics == {f"{root}/flood_depth/aare-valley/ev-{i}" for i in (1, 2)}
+        got = [subscriber.get(), subscriber.get()]
+    assert {m.topic for m in got} == {f"{root}/flood_depth/aare-valley/ev-{i}" for i in (1, 2)}
+    # Each alert its own key (a receiver deduplicating by key keeps both), and the
+    # delivery's key beside it.
+    keys = {dict(m.properties.UserProperty)["idempotency-key"] for m in got}
+    assert len(keys) == 2 and "k" * 64 not in keys
+    assert {json.loads(m.payload)["delivery_key"] for m in got} == {"k" * 64}
 
 
 def _closed_port() -> int:
