@@ -63,19 +63,31 @@ def make_engine(
     return engine
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another process's transaction before giving up."""
+
+
 def _configure_sqlite(engine: Engine) -> None:
-    """Foreign keys on, and SQLAlchemy (not pysqlite) in charge of BEGIN (SAVEPOINT support)."""
+    """Foreign keys on, WAL, and SQLAlchemy (not pysqlite) in charge of BEGIN.
+
+    Transactions start with ``BEGIN IMMEDIATE``: they take the write lock at once, waiting
+    up to :data:`SQLITE_BUSY_TIMEOUT_MS` for it. A deferred transaction that has read and
+    then writes cannot wait for a concurrent writer (SQLite answers "database is locked" at
+    once), which failed the claims of parallel workers. WAL lets readers go on meanwhile.
+    """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # pysqlite's implicit BEGIN breaks savepoints
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -54,7 +54,8 @@ AREA_SRID = 4326
 """Every stored geometry is lon/lat on WGS 84 (EPSG:4326), as GeoJSON and CAP use."""
 
 LEVEL_VALUES = ("green", "yellow", "orange", "red")
-DELIVERY_STATUS_VALUES = ("pending", "sending", "ack", "error", "held", "digested")
+DELIVERY_STATUS_VALUES = ("pending", "sending", "ack", "error", "held", "digested",
+                          "superseded")
 DELIVERY_KIND_VALUES = ("alert", "digest", "escalation")
 
 
@@ -287,6 +288,7 @@ class DeliveryRow(Base):
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     not_before: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     receipt: Mapped[str | None] = mapped_column(Text)
     items: Mapped[list[str] | None] = mapped_column(JSON)
@@ -343,11 +345,13 @@ class DeliveryStatus(StrEnum):
     ERROR = "error"
     HELD = "held"
     DIGESTED = "digested"
+    SUPERSEDED = "superseded"
 
     @property
     def is_final(self) -> bool:
-        """Delivered, failed for good, or carried by a digest: nothing more will happen."""
-        return self in (DeliveryStatus.ACK, DeliveryStatus.ERROR, DeliveryStatus.DIGESTED)
+        """Delivered, failed for good, carried by a digest, or replaced by a later message."""
+        return self in (DeliveryStatus.ACK, DeliveryStatus.ERROR, DeliveryStatus.DIGESTED,
+                        DeliveryStatus.SUPERSEDED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,11 @@ def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
         folder = Path(settings.data_dir).resolve() / "broker"
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
+        # control_folder too: kombu's default is ./control, wherever the worker was started.
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False,
-                "polling_interval": 0.2}
+                "control_folder": str(folder / "control"), "polling_interval": 0.2}
     if url.startswith(("redis", "rediss")):
         # Unacked messages come back after the visibility timeout; the outbox lease does the
         # same job faster, so this only needs to outlast the longest retry countdown.

@@ -1,23 +1,26 @@
-"""Dispatch: deliver the outbox, one delivery at a time, so that nothing is lost or sent twice.
+"""Dispatch: deliver the outbox in batches, so that nothing is lost, reordered or sent twice.
 
 Plain functions, run by the Celery tasks (``workers/tasks.py``), by ``tocsin dispatch`` and by
 tests alike. The outbox is the source of truth, never the broker:
 
-1. :func:`deliver_one` claims a delivery in the database (a lease), commits, sends it on its
-   channel outside any transaction, then records the outcome. A retryable failure puts it
-   back to pending with a backoff; a permanent one (or the last attempt) fails it with the
-   reason. A worker killed mid-send leaves a lapsed lease behind, and the same delivery, with
-   the same idempotency key, is sent again later: receivers deduplicate by that key.
-2. :func:`sweep` turns due digests into digest deliveries, creates due escalations, and
-   returns everything pending and due (or whose lease lapsed), highest level first, for the
-   caller to enqueue or run.
+1. :func:`deliver_batch` checks each delivery's place in its event (an Update never
+   overtakes the message before it on a channel; one that is only waiting for quiet hours or
+   a digest is replaced instead), claims the due ones in one statement (a lease), commits,
+   sends them concurrently outside any transaction, then records every outcome in one
+   transaction, each only if its claim is still current. A retryable failure puts a row back
+   to pending with a backoff; a permanent one (or the last attempt) fails it with the reason.
+   A worker killed mid-send leaves a lapsed lease behind, and the same delivery, with the
+   same idempotency key, is sent again later: receivers deduplicate by that key.
+2. :func:`sweep` (``workers/sweep.py``) turns due digests into digest deliveries, creates due
+   escalations, and lists everything pending and due, highest level first.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -25,26 +28,23 @@ from typing import Literal
 from sqlalchemy.orm import Session, sessionmaker
 
 from alerts.cap_parse import parse_cap
-from alerts.channels.base import AlertContent, ChannelRegistry, OutgoingMessage
+from alerts.channels.base import AlertContent, ChannelRegistry, OutgoingMessage, Receipt
 from alerts.delivery_rules import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_BASE_S,
     DEFAULT_RETRY_MAX_S,
-    digest_due_at,
-    next_escalation,
-    quiet_hours_end,
     retry_delay_s,
 )
 from alerts.errors import DispatchError, PermanentDispatchError, RetryableDispatchError
 from alerts.model import MsgType
-from store import outbox, repo
+from store import outbox, outbox_rules, repo
 from store.db import session_scope
 from store.models import AlertRecord, DeliveryRecord, DeliveryStatus
 
 log = logging.getLogger("tocsin.dispatch")
 
-Outcome = Literal["delivered", "retry", "failed", "skipped", "waiting"]
-ORDER_WAIT_S = 5.0  # an Update waiting for its Alert on the same channel looks again this soon
+OutcomeName = Literal["delivered", "retry", "failed", "skipped", "waiting", "superseded"]
+ORDER_WAIT_S = 2.0  # an Update behind a message still being sent looks again this soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +56,16 @@ class DispatchPolicy:
         max_attempts: attempts before a retryable failure becomes final.
         retry_base_s: first backoff step.
         retry_max_s: longest backoff.
+        send_concurrency: deliveries of one batch sent at the same time (threads).
+        batch_size: most deliveries claimed together.
     """
 
     lease_s: float = 120.0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_base_s: float = DEFAULT_RETRY_BASE_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
+    send_concurrency: int = 16
+    batch_size: int = 50
 
 
 @dataclass
@@ -72,10 +76,21 @@ class DispatchContext:
     registry: ChannelRegistry
     policy: DispatchPolicy = field(default_factory=DispatchPolicy)
     rng: random.Random = field(default_factory=random.Random)
+    _alerts: dict[str, AlertRecord] = field(default_factory=dict)
     _contents: dict[tuple[str, str | None], AlertContent] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
+
+    def alert(self, session: Session, identifier: str) -> AlertRecord:
+        """The stored alert (cached: stored alerts are immutable, so it is read once)."""
+        cached = self._alerts.get(identifier)
+        if cached is None:
+            if len(self._alerts) > 512:
+                self._alerts.clear()
+            cached = self._alerts[identifier] = repo.get_alert(session, identifier)
+        return cached
 
     def alert_content(self, alert: AlertRecord, language: str | None) -> AlertContent:
-        """The alert as channels send it, in ``language`` (cached: alerts are immutable)."""
+        """The alert as channels send it, in ``language`` (cached)."""
         key = (alert.identifier, language)
         cached = self._contents.get(key)
         if cached is None:
@@ -84,21 +99,35 @@ class DispatchContext:
             cached = self._contents[key] = build_alert_content(alert, language)
         return cached
 
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads that send one batch concurrently (made on first use)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.policy.send_concurrency,
+                                            thread_name_prefix="tocsin-send")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the sending threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
-    """What one call of :func:`deliver_one` did.
+    """What dispatch did with one delivery.
 
     Attributes:
         key: the delivery's idempotency key.
-        outcome: delivered, retry (pending again), failed (final), skipped (not due, final
-            already, or held by another worker), waiting (behind an earlier message).
+        outcome: delivered; retry (pending again); failed (final); skipped (not due, final
+            already, or held by another worker); waiting (behind an earlier message still
+            being sent); superseded (a later message of its event replaced it).
         detail: the receipt or the reason.
         retry_in_s: for retry and waiting: seconds until it is due again.
     """
 
     key: str
-    outcome: Outcome
+    outcome: OutcomeName
     detail: str
     retry_in_s: float | None = None
 
@@ -131,213 +160,203 @@ def build_alert_content(alert: AlertRecord, language: str | None) -> AlertConten
     )
 
 
-def _message(session: Session, ctx: DispatchContext, record: DeliveryRecord) -> OutgoingMessage:
-    """The message of a claimed delivery (a digest carries every alert it gathered)."""
+def _place_in_event(session: Session, record: DeliveryRecord, now: datetime) -> str | None:
+    """Why ``record`` must wait behind an earlier message of its event, or None.
+
+    Earlier messages on the same channel that are only waiting (for quiet hours or a digest)
+    are replaced by this one, the latest word on the event, instead of holding it back.
+    """
+    wait = None
+    for earlier in outbox.earlier_unfinished(session, record):
+        blocker = earlier
+        if earlier.status is DeliveryStatus.DIGESTED and earlier.digest_key:
+            blocker = outbox.get_delivery(session, earlier.digest_key)
+            if blocker.status.is_final:
+                continue
+        in_flight = blocker.status is DeliveryStatus.SENDING or (
+            blocker.status is DeliveryStatus.PENDING
+            and (blocker.not_before is None or blocker.not_before <= now))
+        if in_flight:
+            wait = wait or f"waits for {earlier.alert_identifier} on this channel"
+        else:
+            outbox.mark_superseded(session, earlier.idempotency_key,
+                                   by=record.alert_identifier, at=now)
+    return wait
+
+
+@dataclass
+class _Prepared:
+    claim: outbox.Claim
+    message: OutgoingMessage | None = None
+    final: outbox.Outcome | None = None
+
+
+def deliver_batch(
+    keys: Sequence[str], ctx: DispatchContext, *, now: Callable[[], datetime]
+) -> list[DeliveryOutcome]:
+    """Deliver the due deliveries among ``keys``; record what happened to each.
+
+    Args:
+        keys: idempotency keys (any mix of channels and levels).
+        ctx: store, channels and policy.
+        now: the clock (read at the claim, and after each send).
+
+    Returns:
+        One outcome per key; ``retry_in_s`` says when a retry or a wait is due.
+    """
+    started = now()
+    results: dict[str, DeliveryOutcome] = {}
+    with session_scope(ctx.sessions) as session:
+        records = outbox.get_deliveries(session, keys)
+        claimable = []
+        for key in keys:
+            record = records.get(key)
+            if record is None:
+                results[key] = DeliveryOutcome(key, "skipped", "no such delivery")
+            elif record.status.is_final or record.status is DeliveryStatus.HELD:
+                results[key] = DeliveryOutcome(key, "skipped", f"already {record.status.value}")
+            elif record.kind == "alert" and _follows(session, ctx, record) and \
+                    (why := _place_in_event(session, record, started)):
+                until = started + timedelta(seconds=ORDER_WAIT_S)
+                outbox.defer_delivery(session, key, until=until, reason=why)
+                results[key] = DeliveryOutcome(key, "waiting", why, ORDER_WAIT_S)
+            else:
+                claimable.append(key)
+        claims = outbox.claim_batch(session, claimable, now=started, lease_s=ctx.policy.lease_s,
+                                    previous={k: records[k].status for k in claimable})
+        prepared = [_prepare(session, ctx, claim, started) for claim in claims]
+    # The claims are committed: other workers see these rows as sending, under lease.
+    to_send = [p for p in prepared if p.final is None]
+    sent = list(ctx.pool().map(lambda p: _send(ctx, p, now), to_send)) if len(to_send) > 1 \
+        else [_send(ctx, p, now) for p in to_send]
+    finals = [p.final for p in prepared if p.final is not None] + sent
+    with session_scope(ctx.sessions) as session:
+        stale = set(outbox.finish_batch(session, finals))
+        for outcome in finals:
+            if outcome.claim.record.kind == "digest" and outcome.status is DeliveryStatus.ERROR \
+                    and outcome.claim.record.idempotency_key not in stale:
+                failed = outbox.get_delivery(session, outcome.claim.record.idempotency_key)
+                outbox_rules.settle_digest_members(session, failed, at=outcome.at)
+    for outcome in finals:
+        results[outcome.claim.record.idempotency_key] = _report(outcome, stale, started)
+    for key in claimable:
+        results.setdefault(key, DeliveryOutcome(key, "skipped",
+                                                "not due, or another worker holds it"))
+    return [results[key] for key in keys]
+
+
+def _follows(session: Session, ctx: DispatchContext, record: DeliveryRecord) -> bool:
+    """Whether the delivery carries an Update or Cancel (which have earlier messages)."""
+    return ctx.alert(session, record.alert_identifier).msg_type is not MsgType.ALERT
+
+
+def _prepare(session: Session, ctx: DispatchContext, claim: outbox.Claim,
+             at: datetime) -> _Prepared:
+    """The message of a claimed delivery, or its final outcome when it must not be sent."""
+    record = claim.record
+    if record.attempts > ctx.policy.max_attempts:
+        return _Prepared(claim, final=outbox.Outcome(
+            claim, DeliveryStatus.ERROR, at, error=f"gave up after {record.attempts - 1} "
+            "attempts (the worker of the last one stopped before it finished)"))
+    try:
+        message = _message(session, ctx, record, at)
+    except DispatchError as exc:
+        return _Prepared(claim, final=outbox.Outcome(claim, DeliveryStatus.ERROR, at,
+                                                     error=str(exc)))
+    if message is None:
+        return _Prepared(claim, final=outbox.Outcome(
+            claim, DeliveryStatus.SUPERSEDED, at, error="every alert it carried was replaced"))
+    return _Prepared(claim, message)
+
+
+def _message(session: Session, ctx: DispatchContext, record: DeliveryRecord,
+             at: datetime) -> OutgoingMessage | None:
+    """The message of a claimed delivery (a digest carries the alerts it still holds).
+
+    Raises:
+        PermanentDispatchError: every alert it would carry expired before it could be sent
+            (a Cancel still goes: it closes what was sent).
+    """
     if record.kind == "digest":
-        members = [outbox.get_delivery(session, key) for key in record.items]
-        identifiers = list(dict.fromkeys(m.alert_identifier for m in members))
+        members = outbox.get_deliveries(session, list(record.items)).values()
+        identifiers = list(dict.fromkeys(m.alert_identifier for m in members
+                                         if m.status is DeliveryStatus.DIGESTED))
+        if not identifiers:
+            return None
     else:
         identifiers = [record.alert_identifier]
-    alerts = sorted((repo.get_alert(session, ident) for ident in identifiers),
+    alerts = sorted((ctx.alert(session, ident) for ident in identifiers),
                     key=lambda a: (a.sent, a.identifier))
+    live = [a for a in alerts if a.expires > at or a.msg_type is MsgType.CANCEL]
+    if not live:
+        raise PermanentDispatchError(f"expired at {alerts[-1].expires.isoformat()} before it "
+                                     "could be delivered: not sent")
     return OutgoingMessage(
         idempotency_key=record.idempotency_key, channel=record.channel,
         agency_id=record.agency_id or "", subscription_id=record.subscription_id,
         language=record.language or "en",
-        alerts=tuple(ctx.alert_content(a, record.language) for a in alerts),
+        alerts=tuple(ctx.alert_content(a, record.language) for a in live),
         kind=record.kind,  # type: ignore[arg-type]
         attempt=record.attempts,
     )
 
 
-def deliver_one(key: str, ctx: DispatchContext, *, now: Callable[[], datetime]) -> DeliveryOutcome:
-    """Deliver one outbox row if it is due; record what happened.
-
-    Args:
-        key: the delivery's idempotency key.
-        ctx: store, channels and policy.
-        now: the clock (called at the claim and again after the send).
-
-    Returns:
-        The outcome; ``retry_in_s`` says when a retry or a wait is due.
-    """
-    started = now()
-    with session_scope(ctx.sessions) as session:
-        record = outbox.get_delivery(session, key)
-        if record.status.is_final or record.status is DeliveryStatus.HELD:
-            return DeliveryOutcome(key, "skipped", f"already {record.status.value}")
-        ahead = outbox.earlier_unfinished(session, record) if record.kind == "alert" else None
-        if ahead is not None:
-            until = started + timedelta(seconds=ORDER_WAIT_S)
-            outbox.defer_delivery(session, key, until=until, at=started,
-                                  reason=f"waits for {ahead.alert_identifier} on this channel")
-            return DeliveryOutcome(key, "waiting", f"behind {ahead.alert_identifier}",
-                                   ORDER_WAIT_S)
-        claimed = outbox.claim_delivery(session, key, now=started, lease_s=ctx.policy.lease_s)
-        if claimed is None:
-            return DeliveryOutcome(key, "skipped", "not due, or another worker holds it")
-        try:
-            message = _message(session, ctx, claimed)
-        except DispatchError as exc:
-            message, build_error = None, exc
-        else:
-            build_error = None
-    # The claim is committed: other workers now see it as sending, under lease.
+def _send(ctx: DispatchContext, prepared: _Prepared,
+          now: Callable[[], datetime]) -> outbox.Outcome:
+    """Send one message on its channel; the outcome to record."""
+    claim, message = prepared.claim, prepared.message
+    assert message is not None
+    record = claim.record
     try:
-        if build_error is not None:
-            raise build_error
-        assert message is not None
-        receipt = ctx.registry.get(claimed.channel.kind).send(message)
-    except RetryableDispatchError as exc:
-        return _retry_or_fail(ctx, claimed, exc, now())
+        receipt: Receipt = ctx.registry.get(record.channel.kind).send(message)
     except PermanentDispatchError as exc:
-        return _fail(ctx, claimed, str(exc), now())
+        return outbox.Outcome(claim, DeliveryStatus.ERROR, now(), error=str(exc))
+    except RetryableDispatchError as exc:
+        return _retry_or_fail(ctx, claim, str(exc), getattr(exc, "retry_after_s", None), now())
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must not strand the delivery
+        log.exception("unexpected error from the %s channel", record.channel.kind.value,
+                      extra={"delivery": record.idempotency_key})
+        return _retry_or_fail(ctx, claim, f"unexpected {type(exc).__name__}: {exc}", None, now())
     detail = receipt.detail if receipt.remote_id is None else \
         f"{receipt.detail} (id {receipt.remote_id})"
-    with session_scope(ctx.sessions) as session:
-        try:
-            outbox.finish_delivery(session, key, DeliveryStatus.ACK, at=now(), receipt=detail)
-        except ValueError:  # a second worker (after a lapsed lease) finished it first
-            return DeliveryOutcome(key, "skipped", "finished by another worker")
-    log.info("delivered", extra={"delivery": key, "alert": claimed.alert_identifier,
-                                 "channel": claimed.channel.kind.value, "detail": detail})
-    return DeliveryOutcome(key, "delivered", detail)
+    return outbox.Outcome(claim, DeliveryStatus.ACK, now(), receipt=detail)
 
 
-def _retry_or_fail(ctx: DispatchContext, record: DeliveryRecord, exc: RetryableDispatchError,
-                   at: datetime) -> DeliveryOutcome:
+def _retry_or_fail(ctx: DispatchContext, claim: outbox.Claim, reason: str,
+                   retry_after_s: float | None, at: datetime) -> outbox.Outcome:
     """Pending again with a backoff, or failed when the attempts are spent."""
-    if record.attempts >= ctx.policy.max_attempts:
-        return _fail(ctx, record, f"gave up after {record.attempts} attempts: {exc}", at)
-    delay = retry_delay_s(record.attempts, rng=ctx.rng, base_s=ctx.policy.retry_base_s,
-                          max_s=ctx.policy.retry_max_s,
-                          retry_after_s=getattr(exc, "retry_after_s", None))
-    with session_scope(ctx.sessions) as session:
-        try:
-            outbox.finish_delivery(session, record.idempotency_key, DeliveryStatus.PENDING,
-                                   at=at, error=f"attempt {record.attempts}: {exc}",
-                                   not_before=at + timedelta(seconds=delay))
-        except ValueError:
-            return DeliveryOutcome(record.idempotency_key, "skipped", "finished elsewhere")
-    log.warning("delivery will be retried", extra={"delivery": record.idempotency_key,
-                                                   "error": str(exc), "retry_in_s": delay})
-    return DeliveryOutcome(record.idempotency_key, "retry", str(exc), delay)
+    attempts = claim.record.attempts
+    if attempts >= ctx.policy.max_attempts:
+        return outbox.Outcome(claim, DeliveryStatus.ERROR, at,
+                              error=f"gave up after {attempts} attempts: {reason}")
+    delay = retry_delay_s(attempts, rng=ctx.rng, base_s=ctx.policy.retry_base_s,
+                          max_s=ctx.policy.retry_max_s, retry_after_s=retry_after_s)
+    return outbox.Outcome(claim, DeliveryStatus.PENDING, at, error=f"attempt {attempts}: {reason}",
+                          not_before=at + timedelta(seconds=delay))
 
 
-def _fail(ctx: DispatchContext, record: DeliveryRecord, reason: str,
-          at: datetime) -> DeliveryOutcome:
-    """Failed for good, with the reason (and the members of a failed digest with it)."""
-    with session_scope(ctx.sessions) as session:
-        try:
-            failed = outbox.finish_delivery(session, record.idempotency_key,
-                                            DeliveryStatus.ERROR, at=at, error=reason)
-        except ValueError:
-            return DeliveryOutcome(record.idempotency_key, "skipped", "finished elsewhere")
-        if failed.kind == "digest":
-            outbox.settle_digest_members(session, failed, at=at)
-    log.error("delivery failed", extra={"delivery": record.idempotency_key, "error": reason})
-    return DeliveryOutcome(record.idempotency_key, "failed", reason)
+def _report(outcome: outbox.Outcome, stale: set[str], started: datetime) -> DeliveryOutcome:
+    """What one recorded outcome means for the caller (and the log)."""
+    record = outcome.claim.record
+    key = record.idempotency_key
+    if key in stale:
+        return DeliveryOutcome(key, "skipped", "finished by another worker (lease lapsed)")
+    extra = {"delivery": key, "alert": record.alert_identifier,
+             "channel": record.channel.kind.value}
+    if outcome.status is DeliveryStatus.ACK:
+        log.info("delivered", extra={**extra, "detail": outcome.receipt})
+        return DeliveryOutcome(key, "delivered", outcome.receipt or "")
+    if outcome.status is DeliveryStatus.PENDING:
+        assert outcome.not_before is not None
+        delay = max(0.0, (outcome.not_before - started).total_seconds())
+        log.warning("delivery will be retried", extra={**extra, "error": outcome.error})
+        return DeliveryOutcome(key, "retry", outcome.error or "", delay)
+    if outcome.status is DeliveryStatus.SUPERSEDED:
+        return DeliveryOutcome(key, "superseded", outcome.error or "")
+    log.error("delivery failed", extra={**extra, "error": outcome.error})
+    return DeliveryOutcome(key, "failed", outcome.error or "")
 
 
-@dataclass(frozen=True, slots=True)
-class SweepReport:
-    """What one sweep found and made."""
-
-    due: tuple[DeliveryRecord, ...]
-    digests: int
-    escalations: int
-
-
-def sweep(ctx: DispatchContext, *, now: datetime, limit: int = 1000) -> SweepReport:
-    """Make due digests and escalations, and list every delivery due now (top level first).
-
-    Args:
-        ctx: store and policy.
-        now: the current time.
-        limit: most deliveries returned at once.
-    """
-    digests = _make_digests(ctx, now)
-    escalations = _make_escalations(ctx, now)
-    with session_scope(ctx.sessions) as session:
-        due = outbox.due_deliveries(session, now=now, limit=limit)
-    return SweepReport(tuple(due), digests, escalations)
-
-
-def _make_digests(ctx: DispatchContext, now: datetime) -> int:
-    made = 0
-    with session_scope(ctx.sessions) as session:
-        for group in outbox.held_groups(session):
-            try:
-                sub = repo.get_subscription(session, group.subscription_id)
-            except repo.RecordNotFoundError:
-                sub = None
-            interval = sub.digest.interval_min if sub and sub.digest else 60
-            if digest_due_at(group.oldest, interval) > now:
-                continue
-            level = max((outbox.get_delivery(session, k).level for k in group.keys),
-                        key=lambda lv: lv.rank if lv else -1)
-            quiet = sub.quiet_hours if sub else None
-            hold = quiet_hours_end(quiet, level, now) if quiet and level else None
-            outbox.create_digest(session, group, at=now, not_before=hold)
-            made += 1
-    return made
-
-
-def _make_escalations(ctx: DispatchContext, now: datetime) -> int:
-    made = 0
-    with session_scope(ctx.sessions) as session:
-        for ident, sub_id, event_id in outbox.escalation_candidates(session, now=now):
-            try:
-                sub = repo.get_subscription(session, sub_id)
-            except repo.RecordNotFoundError:
-                continue  # removed since: nobody left to escalate to
-            if not sub.escalation:
-                continue
-            alert = repo.get_alert(session, ident)
-            step_channel = next_escalation(
-                sub, level=alert.level, msg_type=alert.msg_type, sent=alert.sent,
-                steps_done=outbox.escalation_steps_done(session, ident, sub_id),
-                acknowledged=outbox.event_acknowledged(session, event_id, sub.agency_id),
-                now=now)
-            if step_channel is None or alert.msg_type is MsgType.CANCEL:
-                continue
-            step, channel = step_channel
-            if outbox.add_escalation(session, alert_identifier=ident, subscription_id=sub_id,
-                                     agency_id=sub.agency_id, language=sub.languages[0],
-                                     level=alert.level, step=step, channel=channel, at=now):
-                made += 1
-    return made
-
-
-def drain(
-    ctx: DispatchContext,
-    *,
-    now: Callable[[], datetime],
-    until_idle: bool = True,
-    on_outcome: Callable[[DeliveryOutcome], None] | None = None,
-    max_rounds: int = 1000,
-) -> list[DeliveryOutcome]:
-    """Deliver everything due now in this process, without a broker (CLI, demo, tests).
-
-    Sweeps, delivers what is due in priority order, and repeats while something was
-    delivered or is due (``until_idle``); deliveries waiting for a later time stay pending.
-    """
-    outcomes: list[DeliveryOutcome] = []
-    for _ in range(max_rounds):
-        report = sweep(ctx, now=now())
-        if not report.due:
-            break
-        round_outcomes = [deliver_one(d.idempotency_key, ctx, now=now) for d in report.due]
-        for outcome in round_outcomes:
-            if on_outcome is not None:
-                on_outcome(outcome)
-        outcomes += round_outcomes
-        progressed = any(o.outcome in ("delivered", "failed") for o in round_outcomes)
-        if not until_idle or not progressed:
-            break
-    return outcomes
-
-
-def keys_of(records: Iterable[DeliveryRecord]) -> list[str]:
-    """The idempotency keys of ``records``, in order."""
-    return [r.idempotency_key for r in records]
+def deliver_one(key: str, ctx: DispatchContext, *, now: Callable[[], datetime]) -> DeliveryOutcome:
+    """Deliver one outbox row if it is due (a batch of one)."""
+    return deliver_batch([key], ctx, now=now)[0]

@@ -1,25 +1,28 @@
 """The Celery tasks: thin, idempotent, taking ids only; the work is in ``workers/dispatch.py``.
 
-``deliver`` runs one outbox row; a retryable failure re-queues it with the backoff the
-pipeline chose (the row, not the message, holds the truth). ``sweep`` runs on a beat: it
-makes digests and escalations and enqueues whatever is due, including deliveries whose
-messages a broker lost.
+``deliver`` runs a batch of outbox rows of one level; rows to retry or still waiting are
+handed back to the broker with their delay and marked so, and the sweep does not hand them
+over a second time. ``sweep`` runs on a beat: it makes digests and escalations and enqueues
+whatever is due, including deliveries whose messages a broker lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
 
 from alerts.model import Level
-from store.db import make_engine, make_session_factory
+from store import outbox
+from store.db import make_engine, make_session_factory, session_scope
 from store.models import DeliveryRecord
-from workers.dispatch import DispatchContext, deliver_one, sweep
+from workers.dispatch import DispatchContext, deliver_batch
 from workers.names import TaskNames, message_priority, queue_for
 from workers.settings import Settings
+from workers.sweep import sweep
 
 
 def utc_now() -> datetime:
@@ -27,21 +30,32 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def enqueue_delivery(app: Celery, record: DeliveryRecord, *, producer: Any = None) -> None:
-    """Send one delivery to its level's queue, with its level's priority."""
-    level = record.level.value if record.level else None
-    app.send_task(TaskNames.DELIVER, kwargs={"key": record.idempotency_key, "level": level},
-                  queue=queue_for(record.level), producer=producer,
-                  priority=message_priority(record.level, broker_url=str(app.conf.broker_url)))
+def _send_keys(app: Celery, keys: Sequence[str], level: Level | None, *,
+               countdown: float | None = None, producer: Any = None) -> None:
+    app.send_task(TaskNames.DELIVER, kwargs={"keys": list(keys),
+                                             "level": level.value if level else None},
+                  queue=queue_for(level), producer=producer, countdown=countdown,
+                  priority=message_priority(level, broker_url=str(app.conf.broker_url)))
 
 
-def enqueue_due(app: Celery, records: list[DeliveryRecord]) -> int:
-    """Send every delivery of ``records`` to the workers over one connection."""
-    with app.connection_for_write() as connection, app.producer_or_acquire() as producer:
-        del connection
-        for record in records:
-            enqueue_delivery(app, record, producer=producer)
-    return len(records)
+def enqueue_due(app: Celery, records: Iterable[DeliveryRecord], *, batch_size: int = 50) -> int:
+    """Hand deliveries to the workers: one message per batch of one level, on its queue.
+
+    Highest levels are sent first, over one connection.
+
+    Returns:
+        The number of deliveries handed over.
+    """
+    by_level: dict[Level | None, list[str]] = defaultdict(list)
+    for record in records:
+        by_level[record.level].append(record.idempotency_key)
+    order = sorted(by_level, key=lambda lv: lv.rank if lv else -1, reverse=True)
+    with app.producer_or_acquire() as producer:
+        for level in order:
+            keys = by_level[level]
+            for start in range(0, len(keys), batch_size):
+                _send_keys(app, keys[start:start + batch_size], level, producer=producer)
+    return sum(len(keys) for keys in by_level.values())
 
 
 def register_tasks(app: Celery, settings: Settings,
@@ -58,23 +72,30 @@ def register_tasks(app: Celery, settings: Settings,
         return state["ctx"]
 
     # shared=False: a shared task would be added to every later app of the process too.
-    @app.task(name=TaskNames.DELIVER, bind=True, acks_late=True, reject_on_worker_lost=True,
-              shared=False,
-              max_retries=None, ignore_result=True)
-    def deliver(self: Any, *, key: str, level: str | None = None) -> str:
-        outcome = deliver_one(key, context(), now=utc_now)
-        if outcome.outcome in ("retry", "waiting") and outcome.retry_in_s is not None:
-            lv = Level(level) if level else None
-            raise self.retry(countdown=outcome.retry_in_s, queue=queue_for(lv),
-                             priority=message_priority(lv, broker_url=str(app.conf.broker_url)))
-        return outcome.outcome
+    @app.task(name=TaskNames.DELIVER, acks_late=True, reject_on_worker_lost=True,
+              shared=False, ignore_result=True)
+    def deliver(*, keys: list[str], level: str | None = None) -> dict[str, int]:
+        ctx = context()
+        outcomes = deliver_batch(keys, ctx, now=utc_now)
+        later: dict[float, list[str]] = defaultdict(list)
+        for outcome in outcomes:
+            if outcome.outcome in ("retry", "waiting") and outcome.retry_in_s is not None:
+                later[round(outcome.retry_in_s, 1)].append(outcome.key)
+        lv = Level(level) if level else None
+        for delay, again in later.items():
+            with session_scope(ctx.sessions) as session:
+                outbox.mark_enqueued(session, again, at=utc_now() + timedelta(seconds=delay))
+            _send_keys(app, again, lv, countdown=delay)
+        counts: dict[str, int] = defaultdict(int)
+        for outcome in outcomes:
+            counts[outcome.outcome] += 1
+        return dict(counts)
 
     @app.task(name=TaskNames.SWEEP, ignore_result=True, shared=False)
     def sweep_outbox() -> int:
-        report = sweep(context(), now=utc_now())
-        for record in report.due:
-            enqueue_delivery(app, record)
-        return len(report.due)
+        ctx = context()
+        report = sweep(ctx, now=utc_now(), enqueue_every_s=ctx.policy.lease_s)
+        return enqueue_due(app, report.due, batch_size=ctx.policy.batch_size)
 
 
 def build_context(settings: Settings) -> DispatchContext:

@@ -19,11 +19,17 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Literal, Protocol, runtime_checkable
 
-from alerts.errors import PermanentDispatchError
+from alerts.errors import RetryableDispatchError
 from alerts.model import ChannelAddress, ChannelKind, Level, MsgType
 from alerts.text import MessageText
 
 MessageKind = Literal["alert", "digest", "escalation"]
+
+
+class ChannelNotConfiguredError(RetryableDispatchError):
+    """No adapter for a channel kind on this worker: retried after a long wait."""
+
+    retry_after_s = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +163,17 @@ class ChannelRegistry:
         """The adapter for ``kind``.
 
         Raises:
-            PermanentDispatchError: no adapter is configured for that kind (retrying the
-                same deployment would fail the same way).
+            ChannelNotConfiguredError: no adapter is configured for that kind on this worker.
+                Retryable (with a long wait): it is the deployment's fault, not the
+                message's, and another worker or a fixed setting may deliver it.
         """
         try:
             return self.channels[ChannelKind(kind)]
         except (KeyError, ValueError):
             configured = sorted(k.value for k in self.channels)
-            raise PermanentDispatchError(
-                f"no {kind} channel is configured in this deployment (configured: "
-                f"{configured or 'none'})"
+            raise ChannelNotConfiguredError(
+                f"no {kind} channel is configured on this worker (configured: "
+                f"{configured or 'none'}); set its TOCSIN_* settings (docs/dispatch.md)"
             ) from None
 
     def __contains__(self, kind: object) -> bool:

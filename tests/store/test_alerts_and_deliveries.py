@@ -22,6 +22,7 @@ from alerts.model import (
 )
 from store.db import session_scope
 from store.models import AlertRow, DeliveryRow
+from store.outbox import StaleClaimError, claim_delivery, finish_delivery, get_delivery
 from store.repo import (
     AlertRecord,
     DeliveryStatus,
@@ -34,7 +35,6 @@ from store.repo import (
     get_alert,
     list_alerts,
     list_deliveries,
-    record_delivery_status,
     save_alert_with_deliveries,
     save_event,
 )
@@ -182,26 +182,30 @@ def test_the_database_refuses_a_second_delivery_row_with_the_same_key(
         assert len(list_deliveries(session)) == 1
 
 
-def test_delivery_status_history_is_appended_and_sending_counts_attempts(
+def test_delivery_status_history_is_appended_and_each_claim_counts_an_attempt(
         with_event: sessionmaker[Session]) -> None:
     with session_scope(with_event) as session:
         (delivery,) = save_alert_with_deliveries(session, _alert(), [PlannedDelivery("s1", HOOK)])
     key = delivery.idempotency_key
-    steps = [(DeliveryStatus.SENDING, 1), (DeliveryStatus.ERROR, 2),
-             (DeliveryStatus.SENDING, 3), (DeliveryStatus.ACK, 4)]
+    at = [T0 + timedelta(minutes=m) for m in range(5)]
     with session_scope(with_event) as session:
-        for status, minutes in steps:
-            record_delivery_status(session, key, status, T0 + timedelta(minutes=minutes))
+        first = claim_delivery(session, key, now=at[1], lease_s=60)
+        finish_delivery(session, key, DeliveryStatus.PENDING, at=at[2], error="HTTP 503",
+                        attempt=first.attempts)
+        second = claim_delivery(session, key, now=at[3], lease_s=60)
+        finish_delivery(session, key, DeliveryStatus.ACK, at=at[4], receipt="HTTP 200",
+                        attempt=second.attempts)
     with session_scope(with_event) as session:
         (stored,) = list_deliveries(session)
-        with pytest.raises(ValueError, match="acknowledged"):
-            record_delivery_status(session, key, DeliveryStatus.SENDING, T0)
+        with pytest.raises(StaleClaimError, match="is ack, not being sent"):
+            finish_delivery(session, key, DeliveryStatus.ERROR, at=at[4])
         with pytest.raises(RecordNotFoundError, match="no delivery"):
-            record_delivery_status(session, "0" * 64, DeliveryStatus.SENDING, T0)
-    assert stored.status is DeliveryStatus.ACK
-    assert stored.attempts == 2
-    assert stored.history == ((DeliveryStatus.PENDING, T0),) + tuple(
-        (status, T0 + timedelta(minutes=m)) for status, m in steps)
+            claim_delivery(session, "0" * 64, now=at[4], lease_s=60) or get_delivery(
+                session, "0" * 64)
+    assert stored.status is DeliveryStatus.ACK and stored.attempts == 2
+    assert [s for s, _ in stored.history] == [
+        DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.PENDING,
+        DeliveryStatus.SENDING, DeliveryStatus.ACK]
 
 
 def test_alerts_are_listed_oldest_first_and_by_event(with_event: sessionmaker[Session]) -> None:

@@ -26,10 +26,11 @@ from alerts.model import (
     MsgType,
     Subscription,
 )
-from store import outbox
+from store import outbox, outbox_rules
 from store.db import session_scope
 from store.models import DeliveryStatus, PlannedDelivery
-from workers.dispatch import DispatchContext, DispatchPolicy, deliver_one, drain, sweep
+from workers.dispatch import DispatchContext, DispatchPolicy, deliver_one
+from workers.sweep import drain, sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,7 +118,7 @@ def test_a_receiver_answering_500_is_retried_with_backoff_then_delivered(
     (key,) = store_alert([_hook(receiver.url)])
     first = deliver_one(key, ctx, now=clock)
     assert first.outcome == "retry" and 1.0 <= first.retry_in_s <= 2.0
-    assert drain(ctx, now=clock) == []  # not due yet: nothing is sent early
+    assert drain(ctx, now=clock, max_wait_s=0) == []  # not due yet: nothing is sent early
     clock.advance(seconds=2.5)
     assert deliver_one(key, ctx, now=clock).outcome == "retry"
     clock.advance(seconds=4.5)
@@ -155,7 +156,7 @@ def test_an_operator_redrive_sends_a_failed_delivery_again(
         ctx, sessions, store_alert, receiver, clock) -> None:
     receiver.script = [410]
     (key,) = store_alert([_hook(receiver.url)])
-    drain(ctx, now=clock)
+    drain(ctx, now=clock, max_wait_s=0)
     with session_scope(sessions) as session:
         assert outbox.redrive_failed(session, [key], at=clock(), by="test") == [key]
     assert [o.outcome for o in drain(ctx, now=clock)] == ["delivered"]
@@ -203,18 +204,21 @@ def test_a_delivery_held_by_quiet_hours_is_not_sent_before_they_end(
         ctx, store_alert, receiver, clock) -> None:
     (key,) = store_alert([_hook(receiver.url, not_before=T0 + timedelta(hours=1))],
                          level=Level.YELLOW)
-    assert drain(ctx, now=clock) == []
+    assert drain(ctx, now=clock, max_wait_s=0) == []
     clock.advance(hours=1)
     assert [o.outcome for o in drain(ctx, now=clock)] == ["delivered"]
 
 
-def test_a_channel_this_deployment_has_not_configured_fails_permanently_saying_so(
+def test_a_channel_this_worker_has_not_configured_is_retried_later_saying_so(
         ctx, sessions, store_alert, clock) -> None:
     planned = PlannedDelivery("sub-1", ChannelAddress(ChannelKind.SMS, "+41791234567"),
                               agency_id="ag-1", language="en")
     (key,) = store_alert([planned])
-    assert [o.outcome for o in drain(ctx, now=clock)] == ["failed"]
-    assert "no sms channel is configured" in (_status(sessions, key).last_error or "")
+    (outcome,) = drain(ctx, now=clock, max_wait_s=0)
+    assert outcome.outcome == "retry" and outcome.retry_in_s >= 30  # capped at retry_max_s
+    record = _status(sessions, key)
+    assert record.status is DeliveryStatus.PENDING
+    assert "no sms channel is configured" in (record.last_error or "")
 
 
 def test_low_level_alerts_are_gathered_into_one_digest_after_its_interval(
@@ -226,7 +230,7 @@ def test_low_level_alerts_are_gathered_into_one_digest_after_its_interval(
     (a,) = store_alert([_hook(receiver.url, status=held)], event_id="ev-a", level=Level.YELLOW)
     (b,) = store_alert([_hook(receiver.url, status=held)], event_id="ev-b", level=Level.GREEN,
                        sent=T0 + timedelta(minutes=10))
-    assert drain(ctx, now=clock) == []
+    assert drain(ctx, now=clock, max_wait_s=0) == []
     clock.advance(minutes=60)
     outcomes = drain(ctx, now=clock)
     assert [o.outcome for o in outcomes] == ["delivered"]
@@ -237,24 +241,33 @@ def test_low_level_alerts_are_gathered_into_one_digest_after_its_interval(
     assert _status(sessions, a).digest_key == digest_key
 
 
-def test_an_unacknowledged_red_alert_escalates_to_the_next_channel_after_the_delay(
+def test_an_unacknowledged_red_alert_escalates_channel_after_channel(
         ctx, sessions, store_alert, add_subscription, receiver, clock) -> None:
     primary = ChannelAddress(ChannelKind.WEBHOOK, receiver.url)
-    backup = ChannelAddress(ChannelKind.WEBHOOK, receiver.url + "?escalated=1")
+    backups = tuple(ChannelAddress(ChannelKind.WEBHOOK, f"{receiver.url}?step={i}")
+                    for i in (1, 2))
     add_subscription(Subscription("sub-1", "ag-1", areas_wkt=(fx.SUB_AREA,),
-                                  channels=(primary,), escalation=(backup,),
+                                  channels=(primary,), escalation=backups,
                                   escalate_after_min=15))
     (key,) = store_alert([_hook(receiver.url)])
     drain(ctx, now=clock)
     clock.advance(minutes=14)
     assert sweep(ctx, now=clock()).escalations == 0
     clock.advance(minutes=2)
-    outcomes = drain(ctx, now=clock)
-    assert [o.outcome for o in outcomes] == ["delivered"]
-    escalated = next(k for k in receiver.processed if k != key)
-    assert receiver.processed[escalated]["kind"] == "escalation"
+    assert [o.outcome for o in drain(ctx, now=clock)] == ["delivered"]
+    clock.advance(minutes=15)  # 31 min after the alert: the second step
+    assert [o.outcome for o in drain(ctx, now=clock)] == ["delivered"]
     clock.advance(minutes=60)
-    assert sweep(ctx, now=clock()).escalations == 0  # one escalation channel: chain ends
+    assert sweep(ctx, now=clock()).escalations == 0  # both channels used: the chain ends
+    escalations = [b for k, b in receiver.processed.items() if k != key]
+    assert [b["kind"] for b in escalations] == ["escalation", "escalation"]
+    addresses = [r.channel.address for r in _outbox(sessions) if r.kind == "escalation"]
+    assert sorted(addresses) == sorted(b.address for b in backups)
+
+
+def _outbox(sessions):
+    with session_scope(sessions) as session:
+        return outbox.list_outbox(session, limit=1000)
 
 
 def test_an_acknowledged_red_alert_does_not_escalate(
@@ -267,7 +280,9 @@ def test_an_acknowledged_red_alert_does_not_escalate(
     store_alert([_hook(receiver.url)])
     drain(ctx, now=clock)
     with session_scope(sessions) as session:
-        assert outbox.acknowledge(session, "tocsin-ev-1-001", "ag-1", at=clock(), by="duty")
-        assert not outbox.acknowledge(session, "tocsin-ev-1-001", "ag-1", at=clock(), by="x")
+        assert outbox_rules.acknowledge(session, "tocsin-ev-1-001", "ag-1", at=clock(),
+                                        by="duty")
+        assert not outbox_rules.acknowledge(session, "tocsin-ev-1-001", "ag-1", at=clock(),
+                                            by="x")
     clock.advance(minutes=30)
     assert sweep(ctx, now=clock()).escalations == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from unittest import mock
@@ -18,12 +19,14 @@ from store.db import session_scope
 from store.models import DeliveryStatus, PlannedDelivery
 from workers.celery_app import make_celery
 from workers.cli.main import app
-from workers.dispatch import DeliveryOutcome, SweepReport
+from workers.dispatch import DeliveryOutcome
 from workers.names import QueueNames, TaskNames, message_priority, queue_for
 from workers.settings import Settings
+from workers.sweep import SweepReport
 
 HERE = Path(__file__).resolve().parent
 runner = CliRunner()
+NOW = datetime.now(UTC)  # the commands read the real clock: alerts must not have expired
 
 
 def _load(name: str) -> ModuleType:
@@ -64,7 +67,7 @@ def _hook(url: str) -> PlannedDelivery:
 
 def test_dispatch_delivers_and_the_outbox_listing_shows_the_receipt(env, store_alert) -> None:
     with rx.running() as receiver:
-        (key,) = store_alert([_hook(receiver.url)])
+        (key,) = store_alert([_hook(receiver.url)], sent=NOW)
         assert "1 delivered" in _run(["dispatch"])
     assert list(receiver.processed) == [key]
     listing = _run(["deliveries", "list"])
@@ -76,7 +79,7 @@ def test_a_permanent_failure_exits_5_is_listed_with_its_reason_and_can_be_redriv
         env, store_alert, sessions) -> None:
     with rx.running() as receiver:
         receiver.script = [410]
-        (key,) = store_alert([_hook(receiver.url)])
+        (key,) = store_alert([_hook(receiver.url)], sent=NOW)
         out = _run(["dispatch"], code=5)
         assert "failed" in out and "410" in out
         errors = _run(["deliveries", "list", "--status", "error"])
@@ -88,14 +91,14 @@ def test_a_permanent_failure_exits_5_is_listed_with_its_reason_and_can_be_redriv
 
 
 def test_retry_refuses_a_key_that_matches_no_failed_delivery(env, store_alert) -> None:
-    store_alert([_hook("https://203.0.113.9/h")])
+    store_alert([_hook("https://203.0.113.9/h")], sent=NOW)
     assert "matches 0 failed deliveries" in _run(["deliveries", "retry", "nope"], code=2)
     assert "give delivery keys" in _run(["deliveries", "retry"], code=2)
     assert "--status" in _run(["deliveries", "list", "--status", "lost"], code=2)
 
 
 def test_an_alert_is_acknowledged_once_and_an_unknown_one_is_refused(env, store_alert) -> None:
-    store_alert([_hook("https://203.0.113.9/h")])
+    store_alert([_hook("https://203.0.113.9/h")], sent=NOW)
     assert "acknowledged by ag-1" in _run(["alerts", "ack", "tocsin-ev-1-001", "--agency",
                                            "ag-1"])
     assert "already acknowledged" in _run(["alerts", "ack", "tocsin-ev-1-001", "--agency",
@@ -141,34 +144,38 @@ def test_the_celery_app_is_built_from_settings_with_every_queue_and_late_acks(
     assert (tmp_path / "broker" / "queue").is_dir()
 
 
-def test_the_deliver_task_requeues_a_retry_on_its_level_queue_with_the_backoff(
+def test_the_deliver_task_hands_retries_back_on_their_level_queue_with_the_backoff(
         tmp_path: Path) -> None:
     celery = make_celery(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/3"))
     task = celery.tasks[TaskNames.DELIVER]
-    retry = DeliveryOutcome("k1", "retry", "HTTP 503", retry_in_s=4.0)
-    with mock.patch("workers.tasks.deliver_one", return_value=retry), \
+    outcomes = [DeliveryOutcome("k1", "retry", "HTTP 503", retry_in_s=4.0),
+                DeliveryOutcome("k2", "delivered", "HTTP 200"),
+                DeliveryOutcome("k3", "waiting", "behind k0", retry_in_s=2.0)]
+    with mock.patch("workers.tasks.deliver_batch", return_value=outcomes), \
             mock.patch("workers.tasks.build_context"), \
-            mock.patch.object(task, "retry", side_effect=RuntimeError("retried")) as again:
-        with pytest.raises(RuntimeError, match="retried"):
-            task(key="k1", level="red")
-    assert again.call_args.kwargs["countdown"] == 4.0
-    assert again.call_args.kwargs["queue"] == QueueNames.DISPATCH_RED
-    done = DeliveryOutcome("k1", "delivered", "HTTP 200")
-    with mock.patch("workers.tasks.deliver_one", return_value=done), \
-            mock.patch("workers.tasks.build_context"):
-        assert task(key="k1", level="red") == "delivered"
+            mock.patch("workers.tasks.session_scope"), \
+            mock.patch("workers.tasks.outbox.mark_enqueued") as marked, \
+            mock.patch.object(celery, "send_task") as send:
+        counts = task(keys=["k1", "k2", "k3"], level="red")
+    assert counts == {"retry": 1, "delivered": 1, "waiting": 1}
+    sent = {tuple(c.kwargs["kwargs"]["keys"]): c.kwargs for c in send.call_args_list}
+    assert sent[("k1",)]["countdown"] == 4.0 and sent[("k3",)]["countdown"] == 2.0
+    assert {c["queue"] for c in sent.values()} == {QueueNames.DISPATCH_RED}
+    assert marked.call_count == 2  # the sweep will not hand them over a second time
 
 
 def test_the_sweep_task_enqueues_every_due_delivery_on_its_level_queue(
         tmp_path: Path, store_alert, sessions) -> None:
-    keys = store_alert([_hook("https://203.0.113.9/h")], level=Level.ORANGE)
+    keys = store_alert([_hook("https://203.0.113.9/h")], level=Level.ORANGE, sent=NOW)
     with session_scope(sessions) as session:
         due = tuple(repo.list_deliveries(session))
     celery = make_celery(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/3"))
+    context = mock.MagicMock()
+    context.policy.lease_s, context.policy.batch_size = 30.0, 50
     with mock.patch("workers.tasks.sweep", return_value=SweepReport(due, 0, 0)), \
-            mock.patch("workers.tasks.build_context"), \
+            mock.patch("workers.tasks.build_context", return_value=context), \
             mock.patch.object(celery, "send_task") as send:
         assert celery.tasks[TaskNames.SWEEP]() == 1
     (call,) = send.call_args_list
-    assert call.args[0] == TaskNames.DELIVER and call.kwargs["kwargs"]["key"] == keys[0]
+    assert call.args[0] == TaskNames.DELIVER and call.kwargs["kwargs"]["keys"] == keys
     assert call.kwargs["queue"] == QueueNames.DISPATCH_ORANGE

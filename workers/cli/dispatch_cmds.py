@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alerts.channels.webhook import webhook_secret_for
-from store import outbox, repo
+from store import outbox, outbox_rules, repo
 from store.db import session_scope
 from store.models import DeliveryStatus
 from workers.cli.store_cmds import _fail, agency_app, alerts_app, load_settings, open_store
@@ -26,6 +26,9 @@ console = Console()
 deliveries_app = typer.Typer(help="The outbox: what was delivered, what is pending, what "
                                   "failed and why; re-drive failed deliveries.",
                              no_args_is_help=True)
+
+
+DRAIN_WAIT_S = 5.0
 
 
 def _now() -> datetime:
@@ -70,18 +73,18 @@ def dispatch(
     Exit code 0 when nothing failed, 5 when a delivery failed permanently (see `tocsin
     deliveries list --status error`).
     """
-    from workers.dispatch import drain, sweep
+    from workers.sweep import drain, still_pending, sweep
 
     ctx = _context()
     if enqueue:
         from workers.celery_app import make_celery
-        from workers.tasks import enqueue_delivery
+        from workers.tasks import enqueue_due
 
         app = make_celery(load_settings())
-        report = sweep(ctx, now=_now())
-        for record in report.due:
-            enqueue_delivery(app, record)
-        console.print(f"{len(report.due)} deliveries sent to the workers "
+        report = sweep(ctx, now=_now(), enqueue_every_s=ctx.policy.lease_s)
+        sent = enqueue_due(app, report.due, batch_size=ctx.policy.batch_size)
+        app.close()
+        console.print(f"{sent} deliveries sent to the workers "
                       f"({report.digests} digests, {report.escalations} escalations made)")
         return
     counts: dict[str, int] = {}
@@ -91,9 +94,21 @@ def dispatch(
             status.update(f"Delivering... {sum(counts.values())} done")
             if outcome.outcome == "failed":
                 console.print(f"[red]failed[/red] {outcome.key[:12]}: {outcome.detail}")
-        drain(ctx, now=_now, on_outcome=seen)
+        try:
+            # Waits a few seconds for what comes due meanwhile (an Update behind its Alert,
+            # a quick retry), never long enough to spend a delivery's attempts.
+            drain(ctx, now=_now, on_outcome=seen, max_wait_s=DRAIN_WAIT_S)
+        finally:
+            ctx.close()
     summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing due"
     console.print(f"dispatch: {summary}")
+    left = still_pending(ctx)
+    if left:
+        soonest = min((d.not_before for d in left if d.not_before), default=None)
+        when = f"; the next is due at {soonest.isoformat(timespec='seconds')}" if soonest else ""
+        console.print(f"[yellow]{len(left)} deliveries are not sent yet[/yellow] (retrying, "
+                      f"quiet hours or digests{when}): run `tocsin dispatch` again or let the "
+                      "workers send them")
     if counts.get("failed"):
         raise typer.Exit(5)
 
@@ -170,7 +185,7 @@ def alerts_ack(
     try:
         with session_scope(open_store()) as session:
             repo.get_agency(session, agency)
-            new = outbox.acknowledge(session, identifier, agency, at=_now(), by=by)
+            new = outbox_rules.acknowledge(session, identifier, agency, at=_now(), by=by)
     except repo.RecordNotFoundError as exc:
         raise _fail(str(exc), 1) from exc
     console.print(f"{identifier} acknowledged by {agency}" if new

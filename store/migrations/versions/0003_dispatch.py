@@ -21,7 +21,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _OLD_STATUSES = "('pending', 'sending', 'ack', 'error')"
-_STATUSES = "('pending', 'sending', 'ack', 'error', 'held', 'digested')"
+_STATUSES = "('pending', 'sending', 'ack', 'error', 'held', 'digested', 'superseded')"
 _KINDS = "('alert', 'digest', 'escalation')"
 
 
@@ -41,6 +41,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("created_at", _aware(), nullable=True))
         batch.add_column(sa.Column("not_before", _aware(), nullable=True))
         batch.add_column(sa.Column("lease_until", _aware(), nullable=True))
+        batch.add_column(sa.Column("enqueued_at", _aware(), nullable=True))
         batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
         batch.add_column(sa.Column("receipt", sa.Text(), nullable=True))
         batch.add_column(sa.Column("items", sa.JSON(), nullable=True))
@@ -57,6 +58,8 @@ def upgrade() -> None:
                "alerts.sent FROM alerts WHERE alerts.identifier = deliveries.alert_identifier)")
     op.execute("UPDATE deliveries SET agency_id = (SELECT subscriptions.agency_id FROM "
                "subscriptions WHERE subscriptions.subscription_id = deliveries.subscription_id)")
+    # A row left "sending" before claims had leases would never be taken again.
+    op.execute("UPDATE deliveries SET status = 'pending' WHERE status = 'sending'")
     # Plain ADD COLUMN (SQLite has it): a batch copy of ``alerts`` would break the foreign
     # keys that point at it and drop its immutability trigger.
     op.add_column("subscriptions", sa.Column("escalation", sa.JSON(), nullable=True))
@@ -82,7 +85,8 @@ def downgrade() -> None:
     op.drop_column("alerts", "texts")
     op.drop_column("subscriptions", "escalate_after_min")
     op.drop_column("subscriptions", "escalation")
-    op.execute("UPDATE deliveries SET status = 'error' WHERE status IN ('held', 'digested')")
+    op.execute("UPDATE deliveries SET status = 'error' WHERE status IN ('held', 'digested', "
+               "'superseded')")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_index("ix_deliveries_digest_key")
         batch.drop_index("ix_deliveries_agency_id")
@@ -90,7 +94,7 @@ def downgrade() -> None:
         batch.drop_constraint("ck_deliveries_kind", type_="check")
         batch.drop_constraint("ck_deliveries_status", type_="check")
         for name in ("escalation_step", "digest_key", "items", "receipt", "last_error",
-                     "lease_until", "not_before", "created_at", "language", "level",
+                     "enqueued_at", "lease_until", "not_before", "created_at", "language", "level",
                      "agency_id", "kind"):
             batch.drop_column(name)
         batch.create_check_constraint("ck_deliveries_status", f"status IN {_OLD_STATUSES}")
