@@ -50,6 +50,10 @@ _TIME_TAGS = (
     "TIFFTAG_DATETIME", "ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "ACQUISITION_DATE",
     "ACQUISITION_START_TIME", "DATETIME", "datetime",
 )
+# Producers that say when a run was issued (not only when it is valid) use one of these.
+_ISSUED_TAGS = ("TOCSIN_ISSUED_AT", "ISSUED_AT", "ISSUE_TIME", "FORECAST_REFERENCE_TIME",
+                "PRODUCTION_TIME")
+_NATURE_TAG = "TOCSIN_NATURE"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _GZIP_MAGIC = b"\x1f\x8b"
 _RASTERIO_ERRORS = (rasterio.errors.RasterioError, CPLE_BaseError, OSError)
@@ -144,15 +148,20 @@ def _read_open(
     kind = reader_kind(options, band_name or path.stem, units)
     tags = {**src_dst.tags(), **src_dst.tags(band)}
     valid_at = next((to_utc(tags[k]) for k in _TIME_TAGS if k in tags and to_utc(tags[k])), None)
+    issued_at = next((to_utc(tags[k]) for k in _ISSUED_TAGS if k in tags and to_utc(tags[k])),
+                     None)
+    nature = options.nature or (Nature(tags[_NATURE_TAG]) if tags.get(_NATURE_TAG) in
+                                {n.value for n in Nature} else Nature.OBSERVED)
     return HazardGrid(
         data=_data_array(values, grid),
         grid=grid,
         kind=kind,
         units=units or "unknown",
-        nature=options.nature or Nature.OBSERVED,
+        nature=nature,
         source=str(path),
         checksum=checksum,
         variable=band_name or f"band={band}",
+        issued_at=issued_at,
         valid_at=valid_at,
         attrs=attrs,
     )

@@ -58,7 +58,8 @@ _FINISH = (
             status_history=bindparam("new_history", type_=DeliveryRow.status_history.type),
             lease_until=None,
             not_before=bindparam("new_not_before", type_=DeliveryRow.not_before.type),
-            receipt=bindparam("new_receipt"), last_error=bindparam("new_error"))
+            receipt=bindparam("new_receipt"), last_error=bindparam("new_error"),
+            delivered_at=bindparam("new_delivered_at", type_=DeliveryRow.delivered_at.type))
     .execution_options(synchronize_session=False)
 )
 _THIS_ALERT = aliased(AlertRow)  # the delivery's own alert, joined in: one round trip
@@ -226,6 +227,7 @@ def finish_batch(session: Session, outcomes: Sequence[Outcome]) -> list[str]:
             else record.not_before,
             "new_receipt": outcome.receipt if outcome.receipt is not None else record.receipt,
             "new_error": outcome.error if outcome.error is not None else record.last_error,
+            "new_delivered_at": outcome.at if outcome.status is DeliveryStatus.ACK else None,
         })
         if result.rowcount != 1:  # type: ignore[attr-defined]
             stale.append(record.idempotency_key)

@@ -107,6 +107,7 @@ def run_assess(
     now: datetime,
     region: RegionPack | None = None,
     cache: OverlayCache | None = None,
+    overlay_options: OverlayOptions | None = None,
 ) -> AssessOutcome:
     """Assess one hazard file and store what it warrants.
 
@@ -119,13 +120,15 @@ def run_assess(
         now: the time of this assessment (the clock is read by the caller).
         region: the region pack, already loaded (else loaded from ``region_manifest``).
         cache: per-pack work shared across assessments.
+        overlay_options: class breaks and overlay choices for a raster feed (a feed's
+            configured ``breaks``); CAP alerts always use their own severity classes.
 
     Raises:
         FeedError, GeoError, AlertError: the inputs cannot be read, overlaid or assessed;
             nothing is stored then.
     """
     region = region or load_region_pack(region_manifest)
-    options = None
+    options = overlay_options
     if is_cap_file(hazard_path):
         hazard = read_cap_hazard(hazard_path, region.population.grid,
                                  geocode_lookup=_zone_lookup(region))
@@ -153,6 +156,15 @@ def run_assess(
             return AssessOutcome(Decision("none", (_SEEN,)), hazard)
         records = [_record(session, e) for e in repo.open_events(session, hs.kind, at - window)]
         event = match_event(hs.kind, hs.source_event_id, footprint, at, records, window)
+        stored = repo.get_event(session, event.event_id) if event is not None else None
+        if _older_run(stored, hazard.issued_at):
+            # A run issued before the one already assessed (it arrived late): it must not
+            # overwrite the newer picture, so nothing of the event changes.
+            assert stored is not None and stored.last_issued_at is not None
+            return AssessOutcome(Decision("none", (
+                f"an older run (issued {hazard.issued_at:%Y-%m-%d %H:%M} UTC) than the one "
+                f"already assessed (issued {stored.last_issued_at:%Y-%m-%d %H:%M} UTC)",)),
+                hazard, priority, event.event_id if event else None)
         # An external CAP Cancel ends its event whatever its areas still show.
         ended = is_cancel(hazard)
         decision = decide(event, hazard.checksum, Level.GREEN if ended else priority.level,
@@ -163,9 +175,10 @@ def run_assess(
         if decision.action == "none":
             if event is not None:
                 # Still the same event: keep it open (last seen now) for the next runs.
-                stored = repo.get_event(session, event.event_id)
-                repo.save_event(session, replace(stored, last_seen=max(at, stored.last_seen),
-                                                 last_checksum=hazard.checksum))
+                assert stored is not None
+                repo.save_event(session, replace(
+                    stored, last_seen=max(at, stored.last_seen), last_checksum=hazard.checksum,
+                    last_issued_at=_latest(stored.last_issued_at, hazard.issued_at)))
             return AssessOutcome(decision, hazard, priority,
                                  event.event_id if event else None)
         msg_type = _MSG_TYPES[decision.action]
@@ -198,6 +211,7 @@ def run_assess(
             last_seen=at, source_event_id=hs.source_event_id, footprint=area,
             status=_NEXT_STATUS[msg_type], last_level=priority.level, last_exposure=exposure,
             last_checksum=hazard.checksum,
+            last_issued_at=_latest(stored.last_issued_at if stored else None, hazard.issued_at),
         ))
         planned = _plan_deliveries(matched, priority.level, msg_type, now,
                                    public_feed=settings.cap_feed_public)
@@ -212,6 +226,19 @@ def run_assess(
 
 
 _SEEN = "this file was already ingested"
+
+
+def _older_run(stored: StoredEvent | None, issued_at: datetime | None) -> bool:
+    """Whether a run issued at ``issued_at`` is older than the event's latest assessed run."""
+    return (stored is not None and stored.last_issued_at is not None and issued_at is not None
+            and issued_at < stored.last_issued_at)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The later of two optional times."""
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
 
 PUBLIC_FEED = ChannelAddress(ChannelKind.CAP_FEED, "public")
 """Every alert also goes to the public CAP feed, through the outbox like any delivery."""

@@ -64,11 +64,25 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         timezone="UTC",
         enable_utc=True,
-        beat_schedule={"sweep-outbox": {"task": TaskNames.SWEEP,
-                                        "schedule": settings.dispatch_sweep_interval_s,
-                                        "options": {"queue": QueueNames.SWEEP}}},
+        beat_schedule=_beat_schedule(settings),
     )
     from workers.tasks import register_tasks
 
     register_tasks(app, settings)
+    if settings.feeds_config is not None:
+        from workers.pipeline_tasks import register_pipeline_tasks
+
+        register_pipeline_tasks(app, settings)
     return app
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    """The sweep always; the feed polls when a feeds file is configured."""
+    schedule: dict[str, Any] = {"sweep-outbox": {
+        "task": TaskNames.SWEEP, "schedule": settings.dispatch_sweep_interval_s,
+        "options": {"queue": QueueNames.SWEEP}}}
+    if settings.feeds_config is not None:
+        schedule["poll-feeds"] = {"task": TaskNames.POLL_FEEDS,
+                                  "schedule": settings.feeds_tick_s,
+                                  "options": {"queue": QueueNames.SWEEP}}
+    return schedule

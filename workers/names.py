@@ -10,6 +10,9 @@ class TaskNames:
 
     DELIVER = "tocsin.dispatch.deliver"
     SWEEP = "tocsin.dispatch.sweep"
+    POLL_FEEDS = "tocsin.pipeline.poll_feeds"
+    POLL_FEED = "tocsin.pipeline.poll_feed"
+    ASSESS_ITEM = "tocsin.pipeline.assess_item"
 
 
 class QueueNames:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
             transport under ``data_dir`` (no server).
         dispatch_*: delivery lease, attempts, backoff and sweep interval (seconds).
         webhook_*, smtp_*, sms_*, mqtt_*, cap_feed_*: the channels; see docs/dispatch.md.
+        feeds_config: the feeds TOML of the live pipeline (docs/feeds.md).
+        feeds_tick_s: how often the beat looks for feeds due for a poll.
+        archive_dir: the payload archive (default ``data_dir/archive``).
     """
 
     model_config = SettingsConfigDict(env_prefix="TOCSIN_", env_file=".env", extra="ignore")
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
     cap_feed_dir: Path | None = None
     cap_feed_base_url: str = ""
 
+    # Live pipeline: the feeds file, how often the beat looks for due feeds, the archive.
+    feeds_config: Path | None = None
+    feeds_tick_s: float = Field(default=5.0, gt=0)
+    archive_dir: Path | None = None
+
     @field_validator("languages", "webhook_allow_hosts", "sms_allow_hosts", mode="before")
     @classmethod
     def _split_languages(cls, value: object) -> object:
@@ -97,6 +105,10 @@ class Settings(BaseSettings):
         if not value or any(c in value for c in " ,<&"):
             raise ValueError("sender must be non-empty, without spaces, commas, '<' or '&'")
         return value
+
+    def resolved_archive_dir(self) -> Path:
+        """Where every ingested payload is archived (default: ``data_dir/archive``)."""
+        return self.archive_dir or self.data_dir / "archive"
 
     def resolved_cap_feed_dir(self) -> Path:
         """Where the CAP feed files are written (default: ``data_dir/cap-feed``)."""

@@ -3,7 +3,8 @@
 Each command parses its arguments and calls one job function that the workers also use.
 Exit codes: 0 done; 2 bad usage; 3 an input file could not be read (the message names it);
 4 the inputs were read but cannot be overlaid (no overlap, empty hazard, CRS or units
-mismatch); 5 a delivery failed permanently (``tocsin dispatch``); 1 anything unexpected.
+mismatch); 5 a delivery failed permanently (``tocsin dispatch``); 6 a feed could not be
+polled (``tocsin feeds``); 1 anything unexpected.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from feeds.errors import FeedError
 from geo.errors import GeoError
 from workers.cli.cap_cmd import cap_app
 from workers.cli.dispatch_cmds import beat, deliveries_app, dispatch, worker
+from workers.cli.feeds_cmds import feeds_app, run
+from workers.cli.metrics_cmd import metrics
 from workers.cli.options import read_options
 from workers.cli.output import print_overlay_summary, progress_steps
 from workers.cli.store_cmds import agency_app, alerts_app, assess, subscribe_app
@@ -34,7 +37,7 @@ app = typer.Typer(
         "facilities and access to care, and writes tables, maps and reports.\n\n"
         "Exit codes: 0 done, 2 bad usage, 3 unreadable input (named in the message), "
         "4 inputs that cannot be overlaid or assessed, 5 a delivery failed permanently, "
-        "1 unexpected error."
+        "6 a feed could not be polled, 1 unexpected error."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -52,6 +55,9 @@ app.add_typer(deliveries_app, name="deliveries")
 app.command("dispatch")(dispatch)
 app.command("worker")(worker)
 app.command("beat")(beat)
+app.command("metrics")(metrics)
+app.add_typer(feeds_app, name="feeds")
+app.command("run")(run)
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)

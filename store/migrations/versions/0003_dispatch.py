@@ -42,6 +42,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("not_before", _aware(), nullable=True))
         batch.add_column(sa.Column("lease_until", _aware(), nullable=True))
         batch.add_column(sa.Column("enqueued_at", _aware(), nullable=True))
+        batch.add_column(sa.Column("delivered_at", _aware(), nullable=True))
         batch.add_column(sa.Column("last_error", sa.Text(), nullable=True))
         batch.add_column(sa.Column("receipt", sa.Text(), nullable=True))
         batch.add_column(sa.Column("items", sa.JSON(), nullable=True))
@@ -94,7 +95,7 @@ def downgrade() -> None:
         batch.drop_constraint("ck_deliveries_kind", type_="check")
         batch.drop_constraint("ck_deliveries_status", type_="check")
         for name in ("escalation_step", "digest_key", "items", "receipt", "last_error",
-                     "enqueued_at", "lease_until", "not_before", "created_at", "language", "level",
-                     "agency_id", "kind"):
+                     "delivered_at", "enqueued_at", "lease_until", "not_before",
+                     "created_at", "language", "level", "agency_id", "kind"):
             batch.drop_column(name)
         batch.create_check_constraint("ck_deliveries_status", f"status IN {_OLD_STATUSES}")
