@@ -232,7 +232,7 @@ def _deliveries(session: Session) -> CounterMetricFamily:
 
 
 def _histogram(session: Session, name: str, documentation: str, labels: list[str],
-               durations: Select[Any]) -> HistogramMetricFamily:
+               durations: Select[*tuple[Any, ...]]) -> HistogramMetricFamily:
     """A histogram of the ``d`` column of ``durations`` grouped by its other columns.
 
     The database does the bucketing: one row per label set with the count at or under

@@ -24,7 +24,7 @@ from workers.cli.feeds_cmds import feeds_app, run
 from workers.cli.metrics_cmd import metrics
 from workers.cli.options import read_options
 from workers.cli.output import print_overlay_summary, progress_steps
-from workers.cli.store_cmds import agency_app, alerts_app, assess, subscribe_app
+from workers.cli.store_cmds import agency_app, alerts_app, assess, migrate, subscribe_app
 
 EXIT_INPUT_ERROR = 3
 EXIT_OVERLAY_ERROR = 4
@@ -51,6 +51,7 @@ app.add_typer(agency_app, name="agency")
 app.add_typer(subscribe_app, name="subscribe")
 app.add_typer(alerts_app, name="alerts")
 app.command("assess")(assess)
+app.command("migrate")(migrate)
 app.add_typer(deliveries_app, name="deliveries")
 app.command("dispatch")(dispatch)
 app.command("worker")(worker)

@@ -67,6 +67,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def migrate() -> None:
+    """Bring the store's schema to the current version (safe to run again; workers need it)."""
+    from store.db import current_revision
+
+    settings = load_settings()
+    sessions = open_store(settings)
+    engine = sessions.kw["bind"]
+    console.print(f"store at revision {current_revision(engine)}")
+
+
 @agency_app.command("add")
 def agency_add(
     agency_id: Annotated[str, typer.Argument(help="Short id, e.g. 'valley-civil-protection'.")],
