@@ -128,6 +128,17 @@ def test_a_receiver_answering_500_is_retried_with_backoff_then_delivered(
     assert receiver.arrivals[key] == 3 and key in receiver.processed
 
 
+def test_a_receiver_that_answers_too_slowly_is_retried(
+        ctx, sessions, store_alert, receiver, clock) -> None:
+    receiver.delay_s = 3.0  # the channel waits 2 s
+    (key,) = store_alert([_hook(receiver.url)])
+    outcome = deliver_one(key, ctx, now=clock)
+    assert outcome.outcome == "retry" and "timed out" in outcome.detail.lower()
+    receiver.delay_s = 0.0
+    clock.advance(seconds=5)
+    assert deliver_one(key, ctx, now=clock).outcome == "delivered"
+
+
 @pytest.mark.parametrize("status", [410, 400, 404])
 def test_a_receiver_answering_4xx_fails_permanently_with_the_reason_in_the_outbox(
         ctx, sessions, store_alert, receiver, clock, status: int) -> None:

@@ -10,6 +10,7 @@ and the receiver processed each idempotency key's payload exactly once.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -227,6 +228,11 @@ def test_a_receiver_failing_for_a_while_is_retried_by_the_workers_then_delivered
           "every delivery after the receiver recovers", tmp_path / "worker.log")
     assert set(receiver.arrivals) == set(receiver.processed) == set(keys)
     assert sum(receiver.arrivals.values()) == len(keys) + 4
+    # The workers log JSON lines naming the delivery and the reason of each retry.
+    records = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()
+               if line.startswith("{")]
+    retries = [r for r in records if r.get("message") == "delivery will be retried"]
+    assert retries and all(r["delivery"] in keys and "50" in r["error"] for r in retries)
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")

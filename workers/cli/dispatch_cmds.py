@@ -206,6 +206,18 @@ def agency_secret(agency_id: Annotated[str, typer.Argument(help="The agency.")])
     console.print(webhook_secret_for(webhook_master_secret(settings), agency_id), markup=False)
 
 
+def _install_logging(app, loglevel: str, log_format: str) -> None:  # noqa: ANN001
+    """Structured logs in every worker process (JSON unless a person is watching)."""
+    import sys
+
+    from workers.logs import install_celery_logging
+
+    if log_format not in ("auto", "json", "text"):
+        raise _fail(f"--log-format must be json, text or auto, got {log_format!r}")
+    as_json = not sys.stderr.isatty() if log_format == "auto" else log_format == "json"
+    install_celery_logging(app, loglevel.upper(), json=as_json)
+
+
 def worker(
     queues: Annotated[str, typer.Option(
         help="Comma-separated queues to consume. Give dispatch.red alone to a worker of its "
@@ -215,6 +227,9 @@ def worker(
         help="Also run the beat (the outbox sweep) in this worker: one per deployment.")
     ] = False,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    log_format: Annotated[str, typer.Option(
+        help="'json' (one JSON object a line, with the delivery, alert, event and feed ids) "
+             "or 'text'; default json unless standard error is a terminal.")] = "auto",
 ) -> None:
     """Run a Celery worker on TOCSIN_BROKER_URL (default: a local broker needing no server)."""
     from workers.celery_app import make_celery
@@ -222,6 +237,7 @@ def worker(
     settings = load_settings()
     open_store(settings)  # migrate before any task runs
     app = make_celery(settings)
+    _install_logging(app, loglevel, log_format)
     argv = ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", loglevel,
             "--without-gossip", "--without-mingle", "-n", f"tocsin-{queues}@%h"]
     if beat:
@@ -229,12 +245,16 @@ def worker(
     app.worker_main(argv)
 
 
-def beat(loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO") -> None:
-    """Run the beat alone: it enqueues the outbox sweep every TOCSIN_DISPATCH_SWEEP_INTERVAL_S."""
+def beat(
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    log_format: Annotated[str, typer.Option(help="'json', 'text' or 'auto'.")] = "auto",
+) -> None:
+    """Run the beat alone: it enqueues the outbox sweep and the feed polls on schedule."""
     from workers.celery_app import make_celery
 
     settings = load_settings()
     open_store(settings)
     app = make_celery(settings)
+    _install_logging(app, loglevel, log_format)
     app.start(["beat", "--loglevel", loglevel, "-s",
                str(settings.data_dir / "celerybeat-schedule")])

@@ -153,4 +153,4 @@ def run(
         raise _fail("TOCSIN_FEEDS_CONFIG is not set: give the feeds TOML to watch "
                     "(docs/feeds.md)")
     worker(queues=",".join(QueueNames.ALL), concurrency=concurrency, beat=True,
-           loglevel=loglevel)
+           loglevel=loglevel, log_format="auto")
