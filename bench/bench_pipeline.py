@@ -379,7 +379,7 @@ def wait_items(sessions: Any, checksums: list[str], proc: subprocess.Popen, log:
         time.sleep(0.5)
 
 
-def warm_dispatch(sessions: Any, app: Any, receiver: Receiver, n: int = 8) -> None:
+def warm_dispatch(sessions: Any, app: Any, receiver: Receiver, log: Path, n: int = 8) -> None:
     """An unrelated red alert (event kind shaking_mmi) with ``n`` webhook deliveries."""
     from alerts.model import ChannelAddress, ChannelKind, Level
     from store import outbox, repo
@@ -404,7 +404,8 @@ def warm_dispatch(sessions: Any, app: Any, receiver: Receiver, n: int = 8) -> No
     for d in due:
         enqueue_due(app, [d])
     if not receiver.wait_for(n, 60):
-        raise RuntimeError("the warm-up deliveries did not arrive")
+        raise RuntimeError(f"the warm-up deliveries did not arrive ({receiver.stats()}); log "
+                           f"{log}:\n" + log.read_text(errors="replace")[-3000:])
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -521,7 +522,7 @@ def run_store(name: str, db_url: str, broker: str, manifest: Path, rounds: list[
             for i in range(len(warm)):
                 os.replace(incoming / f".warm{i}.part", incoming / f"warm{i}.tif")
             wait_items(sessions, [file_checksum(p) for p in warm], proc, log, timeout_s * 2)
-            warm_dispatch(sessions, app, receiver)
+            warm_dispatch(sessions, app, receiver, log)
             out["warm_up_s"] = round(time.perf_counter() - started, 1)
             ctx = {"sessions": sessions, "receiver": receiver, "proc": proc,
                    "incoming": incoming}

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from alerts.errors import RetryableDispatchError
 from alerts.model import ChannelAddress, ChannelKind, Level, MsgType
@@ -65,6 +65,26 @@ class AlertContent:
     text: MessageText
     map_png: bytes | None = None
     references: tuple[str, ...] = ()
+
+
+def alert_json(alert: AlertContent) -> dict[str, Any]:
+    """The fields of one alert as the JSON channels (webhook, MQTT) carry them."""
+    return {
+        "identifier": alert.identifier,
+        "event_id": alert.event_id,
+        "sender": alert.sender,
+        "msg_type": alert.msg_type.value,
+        "level": alert.level.value,
+        "hazard_kind": alert.hazard_kind,
+        "area_description": alert.area_description,
+        "sent": alert.sent.isoformat(),
+        "expires": alert.expires.isoformat(),
+        "headline": alert.text.headline,
+        "description": alert.text.description,
+        "instruction": alert.text.instruction,
+        "references": list(alert.references),
+        "cap_xml": alert.cap_xml.decode("utf-8"),
+    }
 
 
 @dataclass(frozen=True, slots=True)

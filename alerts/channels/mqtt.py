@@ -36,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from alerts.channels.base import AlertContent, OutgoingMessage, Receipt
+from alerts.channels.base import AlertContent, OutgoingMessage, Receipt, alert_json
 from alerts.errors import DispatchError, PermanentDispatchError, RetryableDispatchError
 from alerts.model import ChannelKind
 
@@ -152,27 +152,14 @@ def alert_key(message: OutgoingMessage, alert: AlertContent) -> str:
 def payload(message: OutgoingMessage, alert: AlertContent) -> bytes:
     """The JSON payload of one alert: deterministic (sorted keys), UTF-8."""
     body: dict[str, Any] = {
+        **alert_json(alert),
         "idempotency_key": alert_key(message, alert),
         "delivery_key": message.idempotency_key,
         "kind": message.kind,
         "agency_id": message.agency_id,
         "subscription_id": message.subscription_id,
         "language": message.language,
-        "identifier": alert.identifier,
-        "event_id": alert.event_id,
-        "sender": alert.sender,
-        "msg_type": alert.msg_type.value,
-        "level": alert.level.value,
         "level_text": alert.text.level_text,
-        "hazard_kind": alert.hazard_kind,
-        "area_description": alert.area_description,
-        "sent": alert.sent.isoformat(),
-        "expires": alert.expires.isoformat(),
-        "headline": alert.text.headline,
-        "description": alert.text.description,
-        "instruction": alert.text.instruction,
-        "references": list(alert.references),
-        "cap_xml": alert.cap_xml.decode("utf-8"),
     }
     return json.dumps(body, sort_keys=True, ensure_ascii=False,
                       separators=(",", ":")).encode("utf-8")

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from alerts.channels._http import HttpPermanentError, check_destination, parse_allow_hosts, post
-from alerts.channels.base import AlertContent, OutgoingMessage, Receipt
+from alerts.channels.base import AlertContent, OutgoingMessage, Receipt, alert_json
 from alerts.model import ChannelKind
 
 SIGNATURE_VERSION = "v1"
@@ -126,22 +126,7 @@ class WebhookConfig:
 
 def alert_payload(alert: AlertContent) -> dict[str, Any]:
     """One alert as it appears in the webhook body's ``alerts`` list."""
-    return {
-        "identifier": alert.identifier,
-        "event_id": alert.event_id,
-        "sender": alert.sender,
-        "msg_type": str(alert.msg_type),
-        "level": str(alert.level),
-        "hazard_kind": alert.hazard_kind,
-        "area_description": alert.area_description,
-        "sent": alert.sent.isoformat(),
-        "expires": alert.expires.isoformat(),
-        "headline": alert.text.headline,
-        "description": alert.text.description,
-        "instruction": alert.text.instruction,
-        "references": list(alert.references),
-        "cap_xml": alert.cap_xml.decode("utf-8"),
-    }
+    return alert_json(alert)
 
 
 def webhook_body(message: OutgoingMessage) -> bytes:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from unittest import mock
 
 import pytest
+from tocsin_testing import receiver as rx
 from typer.testing import CliRunner
 
 from alerts.channels.webhook import webhook_secret_for
@@ -24,23 +22,12 @@ from workers.names import QueueNames, TaskNames, message_priority, queue_for
 from workers.settings import Settings
 from workers.sweep import SweepReport
 
-HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 NOW = datetime.now(UTC)  # the commands read the real clock: alerts must not have expired
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"tocsin_tests_workers_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
-rx = _load("receiver")
 
 
 @pytest.fixture

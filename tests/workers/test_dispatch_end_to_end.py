@@ -10,23 +10,21 @@ the CAP bytes they get are the stored ones.
 from __future__ import annotations
 
 import email
-import importlib.util
 import json
 import os
 import queue
 import socket
-import sys
 import threading
 import uuid
 from email import policy
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
+from tocsin_testing import receiver as rx
 from typer.testing import CliRunner
 
 from alerts.channels.cap_feed import read_feed_entries
@@ -34,23 +32,12 @@ from feeds.region import load_region_pack
 from feeds.sample import SampleRegion, build_sample_region
 from workers.cli.main import app
 
-HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 pytestmark = [pytest.mark.integration]
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"tocsin_tests_workers_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
-rx = _load("receiver")
 
 
 def _port_open(port: int) -> bool:

@@ -9,15 +9,13 @@ test_dispatch.py and test_dispatch_end_to_end.py): these tests are about the out
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from datetime import datetime, timedelta
-from pathlib import Path
-from types import ModuleType
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from tocsin_testing import records as fx
+from tocsin_testing.clock import Clock
 
 from alerts.channels.base import ChannelRegistry, OutgoingMessage, Receipt
 from alerts.errors import RetryableDispatchError
@@ -36,21 +34,6 @@ from store.models import DeliveryStatus, PlannedDelivery
 from workers.dispatch import DispatchContext, DispatchPolicy, deliver_batch, deliver_one
 from workers.sweep import drain, sweep
 
-HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str) -> ModuleType:
-    module_name = f"tocsin_tests_workers_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-fx = _load("conftest")
 T0 = fx.T0
 HOOK = ChannelAddress(ChannelKind.WEBHOOK, "https://203.0.113.9/hook")
 
@@ -74,15 +57,6 @@ class Recorder:
         return [(m.kind, [a.identifier for a in m.alerts]) for m in self.sent]
 
 
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.at = start
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
 
 
 @pytest.fixture

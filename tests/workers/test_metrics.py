@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
+from tocsin_testing.records import T0
 from typer.testing import CliRunner
 
 from alerts.model import ChannelAddress, ChannelKind, Level, MsgType
@@ -34,8 +35,6 @@ from store.models import DeliveryRow, DeliveryStatus, PlannedDelivery
 from workers.cli import metrics_cmd
 from workers.cli.main import app
 from workers.metrics import BUCKETS_S, _seconds_between, serve_metrics
-
-from .conftest import T0, StoreAlert
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Scrape = Callable[[], Samples]
@@ -86,7 +85,7 @@ def _set(session: Session, key: str, **columns: object) -> None:
 
 
 @pytest.fixture
-def filled(sessions: sessionmaker[Session], store_alert: StoreAlert) -> None:
+def filled(sessions: sessionmaker[Session], store_alert: Callable[..., list[str]]) -> None:
     """The store described in the module docstring."""
     a1 = store_alert([PlannedDelivery("sub-a", WEBHOOK), PlannedDelivery("sub-b", EMAIL),
                       PlannedDelivery("sub-c", SMS)], event_id="ev-1", sequence=1)

@@ -8,16 +8,14 @@ run after a newer one changes nothing; a feed that disappears shows its error.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from tocsin_testing import receiver as rx
 from typer.testing import CliRunner
 
 from feeds.region import load_region_pack
@@ -28,22 +26,11 @@ from workers.cli.main import app
 from workers.pipeline import assess_item, open_pipeline, pending_items, poll_feed
 from workers.settings import Settings
 
-HERE = Path(__file__).resolve().parent
 runner = CliRunner()
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"tocsin_tests_workers_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
-rx = _load("receiver")
 
 
 @pytest.fixture(scope="module")

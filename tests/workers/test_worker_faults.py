@@ -9,7 +9,6 @@ and the receiver processed each idempotency key's payload exactly once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,34 +19,23 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from tocsin_testing import receiver as rx
 
 from store import outbox
 from store.db import session_scope
 from store.models import DeliveryStatus, PlannedDelivery
 from workers.settings import Settings
 
-HERE = Path(__file__).resolve().parent
 REDIS_PORT = 6379
 IN_CI = os.environ.get("CI", "").lower() == "true"
 pytestmark = [pytest.mark.slow]
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"tocsin_tests_workers_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
-rx = _load("receiver")
 
 
 def _port_open(port: int) -> bool:

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages (on the test path via ``pythonpath`` in pyproject)."""
