@@ -101,6 +101,7 @@ BLOCK = 512
 ISSUED_BASE = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 ROUNDS = (("flood (Alert)", 1.0), ("grown flood (Update)", 1.6), ("receded (Cancel)", 0.04))
 N_WARM_FILES = 4
+EXPOSURE_SAMPLE = 5  # matched subscriptions timed through exposure_for for the estimate
 DONE = ("assessed", "skipped", "quarantined")
 
 
@@ -543,8 +544,9 @@ def run_store(name: str, db_url: str, broker: str, manifest: Path, rounds: list[
 
 
 def peers(manifest: Path, rounds: list[Path], subs: list[Any], folder: Path,
-          profile: bool) -> dict[str, Any]:
+          profile: bool, max_assess_s: float) -> dict[str, Any]:
     """Overlay alone and ``run_assess`` alone, in this process, on the same inputs."""
+    from alerts.matching import build_index, exposure_for, match
     from feeds.feed_config import load_feed_config, to_read_options
     from feeds.read import read_hazard
     from feeds.region import load_region_pack
@@ -568,9 +570,30 @@ def peers(manifest: Path, rounds: list[Path], subs: list[Any], folder: Path,
     run_overlay(hazard, region, None, cache)
     out["overlay_cold_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    run_overlay(hazard, region, None, cache)
+    result = run_overlay(hazard, region, None, cache)
     out["overlay_warm_s"] = round(time.perf_counter() - t, 2)
     del hazard
+    # Matching, then the per-subscriber exposure run_assess computes for every match.
+    zone_raster = cache.zone_rasters[region.population.grid]
+    t = time.perf_counter()
+    index = build_index(subs, result.population_grid, zone_raster=zone_raster)
+    found = match(index, result.class_index, hazard_kind="flood_depth")
+    out["build_index_and_match_s"] = round(time.perf_counter() - t, 2)
+    out["matched_round1"] = len(found.subscription_ids)
+    by_id = {s.subscription_id: s for s in subs}
+    sample = [by_id[i] for i in found.subscription_ids[:EXPOSURE_SAMPLE]]
+    t = time.perf_counter()
+    for sub in sample:
+        exposure_for(sub, result, zone_raster, region=region)
+    per_sub = (time.perf_counter() - t) / max(1, len(sample))
+    out["exposure_for_per_match_s"] = round(per_sub, 3)
+    out["exposure_for_sampled"] = len(sample)
+    out["exposure_for_estimate_s"] = round(per_sub * len(found.subscription_ids), 1)
+    del result
+    if out["exposure_for_estimate_s"] > max_assess_s:
+        out["run_assess_skipped"] = (f"estimated {out['exposure_for_estimate_s']:,.0f} s in "
+                                     "exposure_for alone")
+        return out
 
     def assess(tag: str) -> tuple[float, Any]:
         url = f"sqlite:///{folder / f'peer-{tag}.db'}"
@@ -615,7 +638,7 @@ def print_round(store: str, r: dict[str, Any]) -> None:
         print(f"[{store}] {r['round']}: {r['error']}", flush=True)
         return
     lat = r.get("latency_s")
-    head = (f"[{store}] {r['round']}: {r['decision']}, {r.get('matched_subscriptions', 0):,}"
+    head = (f"[{store}] {r['round']}: {r['decision']} ({(r.get('reason') or '')[:80]}), {r.get('matched_subscriptions', 0):,}"
             f" matched, {r.get('received', 0):,}/{r.get('webhook_deliveries', 0):,} webhooks "
             f"received, total {r['total_s']:.2f} s")
     if lat:
@@ -645,7 +668,7 @@ def print_table(results: dict[str, Any]) -> None:
                   + (f"{lat['p50']:.2f} / {lat['p95']:.2f}" if lat else "-") + " | "
                   + " | ".join(cells) + " |")
     p = results.get("peers", {})
-    if p:
+    if p and "run_assess_s" in p:
         print(f"peers: load_region_pack {p['load_region_pack_s']} s, read_hazard "
               f"{p['read_hazard_s']} s, run_overlay {p['overlay_warm_s']} s warm "
               f"({p['overlay_cold_s']} s cold), run_assess alone {p['run_assess_s']} s "
@@ -664,11 +687,13 @@ def main() -> int:
                         default=["embedded", "redis"])
     parser.add_argument("--profile", action="store_true",
                         help="also run_assess under cProfile in this process")
-    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--force-live", action="store_true",
+                        help="run the live rounds even when the assessment is estimated "
+                             "to outlast the round timeout")
     args = parser.parse_args()
-    size = args.size or (2000 if args.quick else 10_000)
-    n_subs = args.subscriptions or (1000 if args.quick else 10_000)
-    timeout_s = 60.0 if args.quick else 240.0
+    size = args.size or (1000 if args.quick else 10_000)
+    n_subs = args.subscriptions or (200 if args.quick else 10_000)
+    timeout_s = 90.0 if args.quick else 240.0
     started = time.perf_counter()
     manifest = ensure_pack(size)
     rounds, warm = ensure_hazards(size)
@@ -689,6 +714,18 @@ def main() -> int:
         receiver = Receiver(folder)
         try:
             subs = make_subscriptions(manifest, n_subs, receiver.url(""))
+            results["peers"] = p = peers(manifest, rounds, subs, folder, args.profile,
+                                         timeout_s)
+            print(f"peers: {json.dumps({k: v for k, v in p.items() if k != 'profile_top'})}",
+                  flush=True)
+            if p["exposure_for_estimate_s"] > timeout_s and not args.force_live:
+                why = (f"run_assess would spend about {p['exposure_for_estimate_s']:,.0f} s in "
+                       f"alerts.matching.exposure_for ({p['exposure_for_per_match_s']:.2f} s "
+                       f"for each of {p['matched_round1']:,} matched subscriptions), over the "
+                       f"{timeout_s:.0f} s round timeout (--force-live runs it anyway)")
+                print(f"SKIPPED the live rounds: {why}", flush=True)
+                results["skipped"]["live"] = why
+                stores = []
             for name in stores:
                 try:
                     if name == "embedded":
@@ -710,8 +747,6 @@ def main() -> int:
                                              headers)
         finally:
             receiver.close()
-        if not args.no_peers:
-            results["peers"] = peers(manifest, rounds, subs, folder, args.profile)
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = round(time.perf_counter() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

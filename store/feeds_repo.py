@@ -60,6 +60,7 @@ class FeedHealth:
     last_lag_s: float | None
     items: dict[str, int]
     last_item: FeedItem | None
+    notes: tuple[str, ...] = ()
 
 
 def _item(row: FeedItemRow) -> FeedItem:
@@ -261,7 +262,8 @@ def feed_health(session: Session, feed_ids: Sequence[str] | None = None) -> list
                               row.last_success_at, row.last_error, row.last_error_at,
                               row.consecutive_failures or 0, row.last_issued_at, row.last_lag_s,
                               {str(k): int(v) for k, v in counts.items()},
-                              _item(last) if last is not None else None))
+                              _item(last) if last is not None else None,
+                              tuple((row.state or {}).get("tocsin_notes", ()))))
     return out
 
 

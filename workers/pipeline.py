@@ -42,6 +42,8 @@ from workers.settings import Settings
 
 log = logging.getLogger("tocsin.pipeline")
 
+NOTES_KEY = "tocsin_notes"  # in a feed's state: the latest notes of its polls
+MAX_NOTES = 10
 POLL_LEASE_S = 600.0  # longer than the slowest download a poll may make
 ASSESS_STALE_S = 900.0  # an item "assessing" for longer lost its worker: assess it again
 
@@ -154,7 +156,11 @@ def poll_feed(ctx: PipelineContext, feed_id: str, *, now: datetime,
                 new_ids.append(item_id)
             else:
                 repeats += 1
-        feeds_repo.finish_poll(session, feed_id, state=result.state,
+        # What the source noticed (a format change, a file out of time order, a repeat) is
+        # kept with the state so that `tocsin feeds status` shows it.
+        notes = [*result.state.get(NOTES_KEY, []), *(f"{now:%Y-%m-%d %H:%M:%S} {n}"
+                                                     for n in result.notes)][-MAX_NOTES:]
+        feeds_repo.finish_poll(session, feed_id, state={**result.state, NOTES_KEY: notes},
                                next_poll_at=result.next_poll_at, at=now, error=result.error)
     if result.error:
         log.warning("feed poll failed", extra={"feed": feed_id, "error": result.error})

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("feeds_config", "archive_dir", "cap_feed_dir", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        # An empty TOCSIN_FEEDS_CONFIG means "not set", not the current folder.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("sender")
     @classmethod
     def _sender_is_cap_safe(cls, value: str) -> str:

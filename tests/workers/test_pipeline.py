@@ -174,6 +174,13 @@ def test_the_same_file_twice_is_a_repeat_and_an_older_run_after_a_newer_changes_
     with session_scope(pipeline.sessions) as session:
         (health,) = feeds_repo.feed_health(session, ["river"])
     assert health.items == {"assessed": 1, "skipped": 1}
+    assert any("same content as an earlier payload" in note for note in health.notes)
+
+
+def test_tocsin_run_without_a_feeds_file_says_which_setting_is_missing(tmp_path) -> None:
+    result = runner.invoke(app, ["run"], env={"TOCSIN_DATA_DIR": str(tmp_path),
+                                              "TOCSIN_FEEDS_CONFIG": ""})
+    assert result.exit_code == 2 and "TOCSIN_FEEDS_CONFIG" in result.output
 
 
 def test_a_feed_whose_folder_disappears_reports_the_error_and_recovers(

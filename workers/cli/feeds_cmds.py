@@ -81,6 +81,8 @@ def feeds_status() -> None:
         if h.last_error:
             console.print(f"  last error ({_ago(h.last_error_at, now)}): {h.last_error}",
                           highlight=False, markup=False)
+        for note in h.notes[-3:]:
+            console.print(f"  noticed: {note}", highlight=False, markup=False)
         console.print(f"  next poll: {h.next_poll_at.isoformat(timespec='seconds')}"
                       if h.next_poll_at else "  next poll: now", highlight=False)
     if any(h.consecutive_failures for h in health):
