@@ -43,8 +43,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import shapely
-from pyproj import CRS, Transformer
+from pyproj import CRS
 
+from alerts._exposure_window import (
+    Placed,
+    area_window,
+    sub_grid,
+    to_cell_coords,
+    window_layer,
+)
 from alerts._matching_kernels import (
     block_extrema,
     inner_boxes,
@@ -161,7 +168,7 @@ def build_index(
         sub = ids[owners[which[np.flatnonzero(bad)[0]]]]
         raise SubscriptionError(f"subscription {sub!r} has an area that is not a polygon")
     part_sub = owners[which].astype(np.int64)
-    cells = _to_cell_coords(shapely.segmentize(parts, SEGMENT_MAX_DEG), grid)
+    cells = to_cell_coords(shapely.segmentize(parts, SEGMENT_MAX_DEG), grid)
     boxes, clipped, rectangular = _cell_boxes(cells, grid)
     coords, ring_offsets, part_rings = _flatten_rings(cells)
     inner = np.zeros((len(cells), 4), dtype=np.int64)
@@ -272,59 +279,59 @@ def exposure_for(
     if not zone_raster.grid.same_as(grid):
         raise SubscriptionError("zone_raster is not on the overlay's population grid")
     positions = _zone_positions(subscription, zone_raster)
-    inside = np.isin(zone_raster.index, positions) if len(positions) else np.zeros(
-        grid.shape, dtype=bool)
+    if subscription.areas_wkt and region is None:
+        raise SubscriptionError(
+            f"subscription {subscription.subscription_id!r} has polygons: exposure inside "
+            "them needs the region pack (population and groups)"
+        )
+    # Everything below works on the window of the subscriber's area only: a small area on a
+    # 10,000 x 10,000 grid costs its own cells, not the grid's (10,000 subscribers at once).
+    win = area_window(subscription, zone_raster, positions, region)
+    window_grid = sub_grid(grid, win)
+    rows, cols = win
+    zone_index = zone_raster.index[rows, cols]
+    inside = np.isin(zone_index, positions) if len(positions) else np.zeros(
+        window_grid.shape, dtype=bool)
     if subscription.areas_wkt:
-        if region is None:
-            raise SubscriptionError(
-                f"subscription {subscription.subscription_id!r} has polygons: exposure inside "
-                "them needs the region pack (population and groups)"
-            )
         areas = shapely.from_wkt(np.array(subscription.areas_wkt, dtype=object))
-        inside |= rasterize_lonlat(areas, grid, all_touched=False,
+        inside |= rasterize_lonlat(areas, window_grid, all_touched=False,
                                    segment_max_deg=SEGMENT_MAX_DEG)
     mask = np.where(inside, 0, -1).astype(np.int16)
     n_classes = result.classes.count
-    layers = [grid.cell_areas_m2().astype(np.float64)]
+    layers = [window_grid.cell_areas_m2().astype(np.float64)]
     names = ["area_m2"]
     if subscription.areas_wkt:
         assert region is not None
-        population = region.population.filled(0.0, np.float32)
+        population = np.ma.filled(region.population.data[rows, cols].astype(np.float32), 0.0)
+        population = np.nan_to_num(population, nan=0.0)
         layers.append(population)
         names.append("population")
+        sub_zones = ZoneRaster(index=zone_index, zone_ids=zone_raster.zone_ids,
+                               names=zone_raster.names, grid=window_grid)
         for group in Group:
             layer = region.groups.get(group)
             if layer is not None:
-                layers.append(group_counts(population, zone_raster, layer).astype(np.float64))
+                counts = group_counts(population, sub_zones, window_layer(layer, win, window_grid))
+                layers.append(counts.astype(np.float64))
                 names.append(group.value)
-    sums = accumulate(mask, result.class_index, layers, 1, n_classes)[:, 0, 1:]
+    class_index = np.ascontiguousarray(result.class_index[rows, cols])
+    sums = accumulate(mask, class_index, layers, 1, n_classes)[:, 0, 1:]
     table = pd.DataFrame({name: sums[i] for i, name in enumerate(names)},
                          index=pd.RangeIndex(1, n_classes + 1, name="class"))
     cut_pop = cut_dis = 0.0
     if not subscription.areas_wkt:
-        rows = result.exposure[result.exposure["zone_id"].isin(subscription.zone_codes)
-                               & (result.exposure["class"] >= 1)]
-        per_class = rows.groupby("class").sum(numeric_only=True).drop(
+        rows_ = result.exposure[result.exposure["zone_id"].isin(subscription.zone_codes)
+                                & (result.exposure["class"] >= 1)]
+        per_class = rows_.groupby("class").sum(numeric_only=True).drop(
             columns=["area_m2"], errors="ignore")
         table = table.join(per_class, how="left").fillna(0.0)
-        cut_pop = float(rows.get("cut_off_hospital_population", pd.Series(0.0)).sum())
-        cut_dis = float(rows.get("cut_off_hospital_disability", pd.Series(0.0)).sum())
-    return _summary(table, result, inside, cut_pop, cut_dis)
+        cut_pop = float(rows_.get("cut_off_hospital_population", pd.Series(0.0)).sum())
+        cut_dis = float(rows_.get("cut_off_hospital_disability", pd.Series(0.0)).sum())
+    full_inside = Placed(inside, win)
+    return _summary(table, result, full_inside, cut_pop, cut_dis)
 
 
 # --- building the index -----------------------------------------------------------------
-
-
-def _to_cell_coords(parts: np.ndarray, grid: Grid) -> np.ndarray:
-    to_grid = Transformer.from_crs(_WGS84, grid.crs, always_xy=True)
-    inverse = ~grid.transform
-
-    def project(lonlat: np.ndarray) -> np.ndarray:
-        x, y = to_grid.transform(lonlat[:, 0], lonlat[:, 1])
-        col, row = inverse @ (np.asarray(x), np.asarray(y))
-        return np.column_stack([col, row])
-
-    return shapely.transform(parts, project) if len(parts) else parts
 
 
 def _cell_boxes(cells: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -404,7 +411,7 @@ def _zone_positions(sub: Subscription, zone_raster: ZoneRaster) -> np.ndarray:
 
 
 def _summary(
-    table: pd.DataFrame, result: OverlayResult, inside: np.ndarray, cut_pop: float,
+    table: pd.DataFrame, result: OverlayResult, inside: Placed, cut_pop: float,
     cut_dis: float,
 ) -> ExposureSummary:
     def col(name: str, k: int) -> float:
@@ -428,16 +435,18 @@ def _summary(
     )
 
 
-def _facilities_inside(result: OverlayResult, inside: np.ndarray) -> tuple[FacilityHit, ...]:
+def _facilities_inside(result: OverlayResult, inside: Placed) -> tuple[FacilityHit, ...]:
     hit = result.facilities_hit
     if hit is None or hit.empty:
         return ()
     grid = result.population_grid
     cols, rows = (~grid.transform) @ (hit.geometry.x.to_numpy(), hit.geometry.y.to_numpy())
-    rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
-    on = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
+    rows = np.floor(rows).astype(np.int64) - inside.row0
+    cols = np.floor(cols).astype(np.int64) - inside.col0
+    height, width = inside.mask.shape
+    on = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     keep = np.zeros(len(hit), dtype=bool)
-    keep[on] = inside[rows[on], cols[on]]
+    keep[on] = inside.mask[rows[on], cols[on]]
     return tuple(FacilityHit(name=str(r["name"]), type=str(r["type"]),
                              class_label=str(r["label"]))
                  for _, r in hit.loc[keep].iterrows())

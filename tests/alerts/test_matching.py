@@ -370,3 +370,60 @@ def test_polygon_exposure_without_the_region_pack_is_refused(overlay) -> None:
     sub = _sub("tr", _lonlat_wkt(_cells_3035(0, 2, 3, 5)))
     with pytest.raises(SubscriptionError, match="needs the region pack"):
         exposure_for(sub, result, zone_raster)
+
+
+def _big_overlay(seed: int = 5):
+    """60 x 60 cells of 100 m: random people, two zones (west, east) with rates, a flood."""
+    rng = np.random.default_rng(seed)
+    grid = Grid.from_bounds((X0, Y0, X0 + 6000, Y0 + 6000), (60, 60), "EPSG:3035")
+    zones = gpd.GeoDataFrame({"zone_id": ["W", "E"], "name": ["West", "East"]},
+                             geometry=[box(X0, Y0, X0 + 3000, Y0 + 6000),
+                                       box(X0 + 3000, Y0, X0 + 6000, Y0 + 6000)],
+                             crs="EPSG:3035")
+    people = rng.gamma(2.0, 5.0, (60, 60))
+    region = RegionPack(name="big", population=Raster(np.ma.masked_array(people), grid, "people"),
+                        zones=zones, groups={Group.DISABILITY: GroupLayer(
+                            Group.DISABILITY, rate_by_zone=pd.Series({"W": 0.1, "E": 0.3}))})
+    depth = rng.uniform(0, 2.5, (60, 60))
+    hazard = HazardGrid(data=xr.DataArray(depth, dims=("y", "x")), grid=grid, kind="flood_depth",
+                        units="m", nature="forecast", source="f.tif", checksum="sha256:01")
+    result = run_overlay(hazard, region)
+    return region, result, rasterize_zones(zones, grid), people
+
+
+@pytest.mark.parametrize("cells", [(10, 17, 40, 52), (0, 8, 0, 9), (52, 60, 55, 60),
+                                   (25, 35, 25, 35)])
+def test_exposure_of_a_small_area_is_computed_on_its_window_exactly_as_on_the_whole_grid(
+        cells) -> None:
+    region, result, zone_raster, people = _big_overlay()
+    row0, row1, col0, col1 = cells
+    geom = box(X0 + 100 * col0 + 30, Y0 + 6000 - 100 * row1 + 30,
+               X0 + 100 * col1 - 30, Y0 + 6000 - 100 * row0 - 30)
+    summary = exposure_for(_sub("s", _lonlat_wkt(geom)), result, zone_raster, region=region)
+    # The reference: every cell of the whole grid whose centre lies inside, summed by class.
+    from geo.zones import rasterize_lonlat
+
+    inside = rasterize_lonlat(shapely.from_wkt(_lonlat_wkt(geom)), result.population_grid,
+                              all_touched=False, segment_max_deg=0.1)
+    classes = result.class_index
+    rate = np.where(zone_raster.index == 0, 0.1, 0.3)
+    for c in summary.by_class:
+        sel = inside & (classes == c.k)
+        assert c.population == pytest.approx(people[sel].sum(), rel=1e-5)
+        assert c.disability == pytest.approx((people * rate)[sel].sum(), rel=1e-5)
+        assert c.area_km2 == pytest.approx(sel.sum() * 0.01, rel=1e-4)
+    assert summary.population == pytest.approx(people[inside & (classes > 0)].sum(), rel=1e-5)
+
+
+def test_exposure_of_zones_and_a_polygon_together_covers_both() -> None:
+    from geo.zones import rasterize_lonlat
+
+    region, result, zone_raster, people = _big_overlay()
+    geom = box(X0 + 4000, Y0 + 4000, X0 + 5000, Y0 + 5000)  # inside the east zone
+    both = exposure_for(_sub("b", _lonlat_wkt(geom), zone_codes=("W",)), result, zone_raster,
+                        region=region)
+    inside = (zone_raster.index == 0) | rasterize_lonlat(
+        shapely.from_wkt(_lonlat_wkt(geom)), result.population_grid, all_touched=False,
+        segment_max_deg=0.1)
+    expected = people[inside & (result.class_index > 0)].sum()
+    assert both.population == pytest.approx(expected, rel=1e-5)
