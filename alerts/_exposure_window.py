@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import shapely
 from affine import Affine
-from pyproj import Transformer
 
 from alerts.model import Subscription
 from geo.grid import Grid
 from geo.raster import Raster
 from geo.region import GroupLayer, RegionPack
+from geo.transformers import transformer
 from geo.zones import ZoneRaster
 
 SEGMENT_MAX_DEG = 0.1
@@ -26,7 +26,7 @@ _WGS84 = "EPSG:4326"
 
 
 def to_cell_coords(parts: np.ndarray, grid: Grid) -> np.ndarray:
-    to_grid = Transformer.from_crs(_WGS84, grid.crs, always_xy=True)
+    to_grid = transformer(_WGS84, grid.crs)
     inverse = ~grid.transform
 
     def project(lonlat: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from affine import Affine
 from pyproj import CRS, Geod
 
 from geo.errors import CRSMismatchError, GridMismatchError
+from geo.transformers import transformer
 from geo.types import BBox
 
 _WGS84_GEOD = Geod(ellps="WGS84")
@@ -136,7 +137,7 @@ class Grid:
         return areas
 
     def _areas_projected_m2(self) -> np.ndarray:
-        from pyproj import Proj, Transformer
+        from pyproj import Proj
         from scipy.interpolate import RegularGridInterpolator
 
         unit = metres_per_unit(self.crs)
@@ -147,7 +148,7 @@ class Grid:
         cols = np.unique(np.r_[np.arange(0, self.width, step), self.width - 1]) + 0.5
         cc, rr = np.meshgrid(cols, rows)
         xs, ys = self.transform @ (cc, rr)
-        to_geo = Transformer.from_crs(self.crs, self.crs.geodetic_crs, always_xy=True)
+        to_geo = transformer(self.crs, self.crs.geodetic_crs)
         lon, lat = to_geo.transform(xs, ys)
         try:
             factors = Proj(self.crs).get_factors(lon, lat).areal_scale

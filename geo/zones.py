@@ -32,11 +32,12 @@ import numpy as np
 import shapely
 from affine import Affine
 from numba import njit, prange
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from rasterio.features import rasterize
 
 from geo.errors import CRSMismatchError, GeoError, GeometryRepairedWarning, GridMismatchError
 from geo.grid import Grid
+from geo.transformers import transformer
 
 OUTSIDE_ZONE_ID = "outside"
 """Zone id reported for cells (and facilities) outside every zone."""
@@ -400,7 +401,7 @@ def rasterize_lonlat(
     geoms = np.atleast_1d(np.asarray(geometries, dtype=object))
     if segment_max_deg is not None:
         geoms = shapely.segmentize(geoms, segment_max_deg)
-    to_grid = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform
+    to_grid = transformer("EPSG:4326", grid.crs).transform
     projected = shapely.transform(geoms, lambda x, y: to_grid(x, y), interleaved=False)
     shapes = [(g, 1) for g in projected if g is not None and not g.is_empty]
     if not shapes:
