@@ -284,6 +284,8 @@ def exposure_for(
             f"subscription {subscription.subscription_id!r} has polygons: exposure inside "
             "them needs the region pack (population and groups)"
         )
+    if not subscription.areas_wkt:
+        return _zone_exposure(subscription, result, zone_raster, positions)
     # Everything below works on the window of the subscriber's area only: a small area on a
     # 10,000 x 10,000 grid costs its own cells, not the grid's (10,000 subscribers at once).
     win = area_window(subscription, zone_raster, positions, region)
@@ -318,17 +320,59 @@ def exposure_for(
     sums = accumulate(mask, class_index, layers, 1, n_classes)[:, 0, 1:]
     table = pd.DataFrame({name: sums[i] for i, name in enumerate(names)},
                          index=pd.RangeIndex(1, n_classes + 1, name="class"))
-    cut_pop = cut_dis = 0.0
-    if not subscription.areas_wkt:
-        rows_ = result.exposure[result.exposure["zone_id"].isin(subscription.zone_codes)
-                                & (result.exposure["class"] >= 1)]
-        per_class = rows_.groupby("class").sum(numeric_only=True).drop(
-            columns=["area_m2"], errors="ignore")
-        table = table.join(per_class, how="left").fillna(0.0)
-        cut_pop = float(rows_.get("cut_off_hospital_population", pd.Series(0.0)).sum())
-        cut_dis = float(rows_.get("cut_off_hospital_disability", pd.Series(0.0)).sum())
-    full_inside = Placed(inside, win)
-    return _summary(table, result, full_inside, cut_pop, cut_dis)
+    # Polygon subscribers get no cut-off figures: the overlay keeps those by zone only.
+    return _summary(table, result, Placed(inside, win), 0.0, 0.0)
+
+
+_ZONE_AREAS: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+"""The last event's area per zone and class: ``(class_index, zone index, areas)``."""
+
+
+def _zone_class_areas(result: OverlayResult, zone_raster: ZoneRaster) -> np.ndarray:
+    """Area (m2) of each zone in each class of this event, computed once per event.
+
+    Every zone subscriber of an event shares it, so the grid is read once, not once per
+    subscriber. The cache holds the last event only (compared by identity).
+    """
+    for class_index, zone_index, areas in _ZONE_AREAS:
+        if class_index is result.class_index and zone_index is zone_raster.index:
+            return areas
+    n_zones, n_classes = len(zone_raster.zone_ids), result.classes.count
+    areas = accumulate(zone_raster, result.class_index,
+                       [zone_raster.grid.cell_areas_m2().astype(np.float64)], n_zones,
+                       n_classes)[0]
+    _ZONE_AREAS[:] = [(result.class_index, zone_raster.index, areas)]
+    return areas
+
+
+def _zone_exposure(subscription: Subscription, result: OverlayResult, zone_raster: ZoneRaster,
+                   positions: np.ndarray) -> ExposureSummary:
+    """Exposure of a zone-code subscriber: the overlay's zone rows and the zones' areas."""
+    n_classes = result.classes.count
+    areas = _zone_class_areas(result, zone_raster)
+    by_class = areas[np.asarray(positions, dtype=np.int64)].sum(axis=0)[1:] if len(positions) \
+        else np.zeros(n_classes)
+    table = pd.DataFrame({"area_m2": by_class},
+                         index=pd.RangeIndex(1, n_classes + 1, name="class"))
+    rows_ = result.exposure[result.exposure["zone_id"].isin(subscription.zone_codes)
+                            & (result.exposure["class"] >= 1)]
+    per_class = rows_.groupby("class").sum(numeric_only=True).drop(
+        columns=["area_m2"], errors="ignore")
+    table = table.join(per_class, how="left").fillna(0.0)
+    cut_pop = float(rows_.get("cut_off_hospital_population", pd.Series(0.0)).sum())
+    cut_dis = float(rows_.get("cut_off_hospital_disability", pd.Series(0.0)).sum())
+    return _summary(table, result, _InZones(zone_raster.index, positions), cut_pop, cut_dis)
+
+
+@dataclass(frozen=True, slots=True)
+class _InZones:
+    """Membership of cells in a set of zones, looked up only where asked (facilities)."""
+
+    index: np.ndarray
+    positions: np.ndarray
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return np.isin(self.index[rows, cols], self.positions)
 
 
 # --- building the index -----------------------------------------------------------------
@@ -411,7 +455,7 @@ def _zone_positions(sub: Subscription, zone_raster: ZoneRaster) -> np.ndarray:
 
 
 def _summary(
-    table: pd.DataFrame, result: OverlayResult, inside: Placed, cut_pop: float,
+    table: pd.DataFrame, result: OverlayResult, inside: Placed | _InZones, cut_pop: float,
     cut_dis: float,
 ) -> ExposureSummary:
     def col(name: str, k: int) -> float:
@@ -435,18 +479,23 @@ def _summary(
     )
 
 
-def _facilities_inside(result: OverlayResult, inside: Placed) -> tuple[FacilityHit, ...]:
+def _facilities_inside(result: OverlayResult,
+                       inside: Placed | _InZones) -> tuple[FacilityHit, ...]:
     hit = result.facilities_hit
     if hit is None or hit.empty:
         return ()
     grid = result.population_grid
     cols, rows = (~grid.transform) @ (hit.geometry.x.to_numpy(), hit.geometry.y.to_numpy())
-    rows = np.floor(rows).astype(np.int64) - inside.row0
-    cols = np.floor(cols).astype(np.int64) - inside.col0
-    height, width = inside.mask.shape
-    on = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    rows, cols = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
     keep = np.zeros(len(hit), dtype=bool)
-    keep[on] = inside.mask[rows[on], cols[on]]
+    if isinstance(inside, _InZones):
+        on = (rows >= 0) & (rows < grid.height) & (cols >= 0) & (cols < grid.width)
+        keep[on] = inside.at(rows[on], cols[on])
+    else:
+        rows, cols = rows - inside.row0, cols - inside.col0
+        height, width = inside.mask.shape
+        on = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        keep[on] = inside.mask[rows[on], cols[on]]
     return tuple(FacilityHit(name=str(r["name"]), type=str(r["type"]),
                              class_label=str(r["label"]))
                  for _, r in hit.loc[keep].iterrows())
