@@ -13,7 +13,6 @@ import email
 import json
 import os
 import queue
-import socket
 import threading
 import uuid
 from email import policy
@@ -31,6 +30,7 @@ from alerts.channels.cap_feed import read_feed_entries
 from feeds.region import load_region_pack
 from feeds.sample import SampleRegion, build_sample_region
 from workers.cli.main import app
+from workers.demo_receivers import free_port, port_open
 
 runner = CliRunner()
 pytestmark = [pytest.mark.integration]
@@ -40,16 +40,6 @@ pytestmark = [pytest.mark.integration]
 
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Mailbox:
@@ -102,7 +92,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleRegion:
 
 @pytest.fixture
 def mosquitto() -> None:
-    if not _port_open(1883):
+    if not port_open("127.0.0.1", 1883):
         msg = "Mosquitto is not reachable on 127.0.0.1:1883"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg + " (required in CI)")
@@ -118,7 +108,7 @@ def _ok(args: list[str]) -> str:
 def test_every_channel_gets_the_alert_the_update_and_the_cancel_once_even_with_smtp_down(
         sample: SampleRegion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         mosquitto: None) -> None:
-    smtp_port = _free_port()
+    smtp_port = free_port()
     topic_root = f"tocsin-test/{uuid.uuid4().hex}"
     with rx.running() as http:
         mailbox = Mailbox()

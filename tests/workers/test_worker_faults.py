@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from tocsin_testing import receiver as rx
 from store import outbox
 from store.db import session_scope
 from store.models import DeliveryStatus, PlannedDelivery
+from workers.demo_receivers import free_port, port_open
 from workers.settings import Settings
 
 REDIS_PORT = 6379
@@ -38,20 +38,10 @@ pytestmark = [pytest.mark.slow]
 
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _require(service: str, port: int) -> None:
-    if not _port_open(port):
+    if not port_open("127.0.0.1", port):
         msg = f"{service} is not reachable on 127.0.0.1:{port}"
         if IN_CI:
             pytest.fail(msg + " (required in CI: .ci/run starts it)")
@@ -226,14 +216,15 @@ def test_a_receiver_failing_for_a_while_is_retried_by_the_workers_then_delivered
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_a_broker_restarted_mid_run_loses_and_duplicates_nothing(
         sessions, store_alert, receiver, tmp_path, db_url) -> None:
-    port = _free_port()
+    port = free_port()
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", str(tmp_path)]
     broker = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     env = _env(tmp_path, db_url, f"redis://127.0.0.1:{port}/0")
     worker = Worker(env, tmp_path / "worker.log")
     try:
-        _wait(lambda: _port_open(port), 10, "the private Redis", tmp_path / "worker.log")
+        _wait(lambda: port_open("127.0.0.1", port), 10, "the private Redis",
+              tmp_path / "worker.log")
         receiver.delay_s = 0.2
         keys = _store_deliveries(store_alert, receiver.url, 16)
         _enqueue(env, sessions)

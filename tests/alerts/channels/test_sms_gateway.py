@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from tocsin_testing import http_receiver as rx
 
 from alerts.channels.base import Channel
 from alerts.channels.sms_gateway import (
@@ -27,24 +24,10 @@ from alerts.errors import PermanentDispatchError, RetryableDispatchError
 from alerts.model import ChannelKind, Level
 from alerts.sms import sms_segments
 
-HERE = Path(__file__).resolve().parent
 PHONE = "+41 79 123 45 67"
 FORM = "To={to}&From={sender_id}&Body={text}&Ref={idempotency_key}&Coding={encoding}"
 
 
-def _load_receiver() -> ModuleType:
-    # The folder is not a package (importlib mode): load the shared helper by its path.
-    name = "tocsin_tests_channels_receiver"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "_receiver.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rx = _load_receiver()
 
 
 @pytest.fixture

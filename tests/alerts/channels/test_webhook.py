@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import socket
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
+from tocsin_testing import http_receiver as rx
 
 from alerts.channels._http import (
     HttpRetryableError,
@@ -30,24 +28,11 @@ from alerts.channels.webhook import (
 from alerts.errors import PermanentDispatchError, RetryableDispatchError
 from alerts.model import ChannelKind
 
-HERE = Path(__file__).resolve().parent
 NOW = datetime(2026, 5, 12, 6, 30, tzinfo=UTC)
 MASTER = b"master-secret-for-tests"
+HERE = Path(__file__).resolve().parent
 
 
-def _load_receiver() -> ModuleType:
-    # The folder is not a package (importlib mode): load the shared helper by its path.
-    name = "tocsin_tests_channels_receiver"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / "_receiver.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rx = _load_receiver()
 
 
 @pytest.fixture

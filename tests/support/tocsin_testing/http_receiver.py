@@ -1,8 +1,7 @@
 """A real HTTP receiver on 127.0.0.1 for the HTTP channel tests.
 
 It records every request and answers from a script (one :class:`Reply` per request, then
-200). Test modules load it by path (``load_receiver_module``) because the channel test
-folder is not a package and the tests run with ``--import-mode=importlib``.
+200). The channel tests import it as ``tocsin_testing.http_receiver``.
 """
 
 from __future__ import annotations
