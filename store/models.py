@@ -495,4 +495,5 @@ class AlertMatch:
 
 # The live pipeline's tables share this Base; imported here so that every table is known
 # whenever the models are (migrations, schema comparisons).
+from store import api_models as _api_models  # noqa: E402, F401
 from store import feed_models as _feed_models  # noqa: E402, F401

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from alerts.errors import SubscriptionError
 from alerts.model import Agency, AlertStatus, Subscription, transition
 from store import mapping
+from store.api_store import alert_index_row
 from store.mapping import bbox_columns, delivery_idempotency_key
 from store.models import (
     AREA_SRID,
@@ -362,14 +363,16 @@ def save_alert_with_deliveries(
     if session.scalar(select(AlertRow.id).where(AlertRow.identifier == ident)) is not None:
         raise ImmutableAlertError(f"alert {ident!r} is already stored; stored alerts are "
                                   "immutable (issue an Update with a new identifier)")
-    if session.get(EventRow, alert.event_id) is None:
+    event_row = session.get(EventRow, alert.event_id)
+    if event_row is None:
         raise RecordNotFoundError(f"alert {ident!r}: no event {alert.event_id!r}; save it first")
     records = [_new_delivery(alert, planned) for planned in deliveries]
     keys = [record.idempotency_key for record in records]
     if len(set(keys)) != len(keys):
         raise DuplicateRecordError(f"alert {ident!r}: the same subscription and channel "
                                    "address are planned twice")
-    rows: list[Any] = [AlertRow(**mapping.alert_to_columns(alert))]
+    rows: list[Any] = [AlertRow(**mapping.alert_to_columns(alert)),
+                       alert_index_row(alert, event_row.kind, event_row.footprint)]
     rows += [DeliveryRow(**mapping.delivery_to_columns(record)) for record in records]
     try:
         with session.begin_nested():

@@ -14,7 +14,7 @@ from store.models import Base
 
 TABLES = {"agencies", "subscriptions", "events", "alerts", "ingests", "deliveries",
           "acknowledgements", "feeds", "feed_items",
-          "alert_matches"}
+          "alert_matches", "api_keys", "alert_index", "overlay_jobs"}
 
 
 def _tables(engine: Engine) -> set[str]:
@@ -26,7 +26,7 @@ def test_upgrade_creates_every_table_from_an_empty_database(empty_engine: Engine
     assert current_revision(empty_engine) is None
     assert _tables(empty_engine) == set()
     upgrade(empty_engine)
-    assert current_revision(empty_engine) == "0004_feeds"
+    assert current_revision(empty_engine) == "0005_api"
     assert _tables(empty_engine) == TABLES | {"alembic_version"}
 
 
@@ -49,7 +49,7 @@ def test_migrated_schema_matches_the_models(engine: Engine) -> None:
 
 def test_upgrade_again_changes_nothing_and_downgrade_drops_every_table(engine: Engine) -> None:
     upgrade(engine)
-    assert current_revision(engine) == "0004_feeds"
+    assert current_revision(engine) == "0005_api"
     downgrade(engine)
     assert current_revision(engine) is None
     assert _tables(engine) == {"alembic_version"}
@@ -95,4 +95,4 @@ def test_an_engine_needs_a_url_or_a_data_directory() -> None:
 def test_upgrade_accepts_a_url(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'by-url.sqlite'}"
     upgrade(url)
-    assert current_revision(url) == "0004_feeds"
+    assert current_revision(url) == "0005_api"

@@ -18,6 +18,7 @@ from rich.console import Console
 from alerts.errors import AlertError
 from feeds.errors import FeedError
 from geo.errors import GeoError
+from workers.cli.api_cmds import api_key_app, serve
 from workers.cli.cap_cmd import cap_app
 from workers.cli.dispatch_cmds import beat, deliveries_app, dispatch, worker
 from workers.cli.feeds_cmds import feeds_app, run
@@ -59,6 +60,8 @@ app.command("beat")(beat)
 app.command("metrics")(metrics)
 app.add_typer(feeds_app, name="feeds")
 app.command("run")(run)
+app.command("serve")(serve)
+app.add_typer(api_key_app, name="api-key")
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
