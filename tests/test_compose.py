@@ -324,3 +324,19 @@ def test_the_dockerfile_bases_are_pinned_to_a_version() -> None:
             _, _, tag = image.rpartition(":")
             assert tag and tag != "latest" and re.match(r"\d", tag), \
                 f"FROM {image} is not pinned to a version"
+
+
+def test_the_api_service_publishes_its_port_and_checks_health_on_a_real_route(
+        services: dict[str, dict[str, Any]]) -> None:
+    from api.app import create_app
+    from api.settings import ApiSettings
+
+    api = services["api"]
+    args = _argv(api["command"])
+    port = args[args.index("--port") + 1]
+    assert any(str(p).endswith(f":{port}:{port}") for p in api["ports"])
+    probe = " ".join(api["healthcheck"]["test"])
+    path = re.search(rf"127\.0\.0\.1:{port}(/[^'\"]*)", probe)
+    assert path is not None, f"the api healthcheck does not probe port {port}: {probe}"
+    app = create_app(ApiSettings(data_dir=Path("unused")), sessions=object(), migrate=False)
+    assert "get" in app.openapi()["paths"][path.group(1)]

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
+from rich.table import Column, Table
 
 from store import api_store
 from store.db import session_scope
@@ -83,7 +83,8 @@ def api_key_list(agency: Annotated[str | None, typer.Option(help="Only this agen
     """List keys (never their secrets)."""
     with session_scope(open_store()) as session:
         keys = api_store.list_api_keys(session, agency)
-    table = Table("Key", "Role", "Agency", "Label", "Created", "Expires", "Revoked")
+    table = Table("Role", "Agency", "Label", "Created", "Expires", "Revoked")
+    table.columns.insert(0, Column("Key", no_wrap=True, min_width=16))
     for k in keys:
         table.add_row(k.key_id, k.role, k.agency_id or "", k.label, f"{k.created_at:%Y-%m-%d}",
                       f"{k.expires_at:%Y-%m-%d}" if k.expires_at else "",
