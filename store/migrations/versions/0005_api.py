@@ -57,6 +57,8 @@ def upgrade() -> None:
     op.create_index("ix_alert_index_bbox", "alert_index", ["minx", "maxx", "miny", "maxy"])
     op.create_index("ix_alert_index_event_id", "alert_index", ["event_id"])
     op.create_index("ix_alert_index_hazard_kind", "alert_index", ["hazard_kind"])
+    op.create_index("ix_alert_matches_agency_alert", "alert_matches",
+                    ["agency_id", "alert_identifier"])
     op.execute(
         "INSERT INTO alert_index (identifier, event_id, hazard_kind, level, msg_type, sent, "
         "expires, minx, miny, maxx, maxy) "
@@ -92,4 +94,5 @@ def downgrade() -> None:
     """Drop what :func:`upgrade` added."""
     op.drop_table("overlay_jobs")
     op.drop_table("alert_index")
+    op.drop_index("ix_alert_matches_agency_alert", table_name="alert_matches")
     op.drop_table("api_keys")
