@@ -87,12 +87,28 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "tocsin_read_only"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory bound to ``engine`` (objects stay readable after commit)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def read_only_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """A factory on the same engine for transactions that only read.
+
+    On SQLite they begin deferred, so with WAL they never wait for a writer (an assessment
+    holding the write lock) and never hold one up. A write in such a transaction fails at
+    once when another writer is active, so only reads may use it. PostgreSQL is unchanged.
+    """
+    engine = sessions.kw["bind"]
+    return sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}),
+                        expire_on_commit=False)
 
 
 @contextmanager
