@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import routes_admin, routes_agency, routes_public
+from api import routes_admin, routes_agency, routes_jobs, routes_public
 from api.convert import Resolver
 from api.errors import install_error_handlers
 from api.security import BodyLimitMiddleware, RateLimiter
@@ -76,4 +76,5 @@ def create_app(
     app.include_router(routes_public.router)
     app.include_router(routes_agency.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_jobs.router)
     return app

@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_DB_FILENAME = "tocsin.sqlite"
+DEFAULT_DB_FILENAME = "tocsin.db"
 """Name of the SQLite file created under the data directory when no URL is given."""
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -69,6 +69,9 @@ def make_celery(settings: Settings) -> Celery:
     from workers.tasks import register_tasks
 
     register_tasks(app, settings)
+    from workers.analysis_tasks import register_analysis_tasks
+
+    register_analysis_tasks(app, settings)
     if settings.feeds_config is not None:
         from workers.pipeline_tasks import register_pipeline_tasks
 

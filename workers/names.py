@@ -13,6 +13,10 @@ class TaskNames:
     POLL_FEEDS = "tocsin.pipeline.poll_feeds"
     POLL_FEED = "tocsin.pipeline.poll_feed"
     ASSESS_ITEM = "tocsin.pipeline.assess_item"
+    REPLAY_SCAN = "tocsin.replay.scan"
+    REPLAY_ASSESS = "tocsin.replay.assess"
+    OVERLAY_JOB = "tocsin.analysis.overlay_job"
+    REDRIVE_JOBS = "tocsin.analysis.redrive_jobs"
 
 
 class QueueNames:

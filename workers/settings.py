@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts.model import Level
+from store.db import DEFAULT_DB_FILENAME
 
 
 class Settings(BaseSettings):
@@ -124,4 +125,4 @@ class Settings(BaseSettings):
         """The database URL, defaulting to a SQLite file under ``data_dir``."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'tocsin.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / DEFAULT_DB_FILENAME).resolve()}"

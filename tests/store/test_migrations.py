@@ -82,7 +82,7 @@ def test_default_database_is_a_sqlite_file_under_the_data_directory(tmp_path: Pa
     try:
         upgrade(engine)
         assert engine.dialect.name == "sqlite"
-        assert (tmp_path / "new" / "data" / "tocsin.sqlite").is_file()
+        assert (tmp_path / "new" / "data" / "tocsin.db").is_file()
     finally:
         engine.dispose()
 
