@@ -14,7 +14,7 @@ import time
 
 BENCHMARKS = (
     "bench_exposure", "bench_footprints", "bench_access", "bench_matching", "bench_memory",
-    "bench_dispatch", "bench_pipeline", "bench_api",
+    "bench_dispatch", "bench_pipeline", "bench_replay", "bench_api",
 )
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from store import repo
@@ -48,6 +48,22 @@ def finish_items(session: Session, outcomes: dict[int, tuple[str, str]]) -> None
                         .execution_options(synchronize_session=False))
 
 
+def hold_until_created(session: Session) -> int:
+    """Make each pending delivery due no earlier than its alert was issued; how many.
+
+    A replay drains its outbox on its own clock (``workers.replay_dispatch``): a delivery
+    of a message issued later in the replay must not be due at an earlier step.
+    """
+    result = session.execute(
+        update(DeliveryRow)
+        .where(DeliveryRow.status == "pending", DeliveryRow.created_at.is_not(None),
+               or_(DeliveryRow.not_before.is_(None),
+                   DeliveryRow.not_before < DeliveryRow.created_at))
+        .values(not_before=DeliveryRow.created_at)
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def status_counts(session: Session, item_ids: Sequence[int] | None = None) -> Counter[str]:
     """Items by status (of these items)."""
     stmt = select(FeedItemRow.status, func.count()).group_by(FeedItemRow.status)
@@ -74,6 +90,16 @@ def has_tables(session: Session) -> bool:
     """Whether a store (the live one a snapshot is read from) has the subscription tables."""
     names = set(inspect(session.connection()).get_table_names())
     return {"agencies", "subscriptions"} <= names
+
+
+def has_subscriptions(session: Session) -> bool:
+    """Whether the store holds any agency (a run's snapshot was taken)."""
+    return session.scalar(select(AgencyRow.agency_id).limit(1)) is not None
+
+
+def subscription_count(session: Session) -> int:
+    """Subscriptions in the store."""
+    return int(session.scalar(select(func.count()).select_from(SubscriptionRow)) or 0)
 
 
 def copy_subscriptions(source: Session, target: Session) -> int:

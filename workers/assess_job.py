@@ -10,6 +10,7 @@ Re-ingesting the same file changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from alerts.model import (
     Reference,
     Subscription,
 )
-from alerts.priority import prioritize
+from alerts.priority import RuleTable, prioritize
 from alerts.text import MessageText, render_text
 from feeds.cap_hazard import SEVERITY_CLASSES as CAP_SEVERITY_CLASSES
 from feeds.cap_hazard import is_cancel, is_cap_file, read_cap_hazard
@@ -108,6 +109,8 @@ def run_assess(
     region: RegionPack | None = None,
     cache: OverlayCache | None = None,
     overlay_options: OverlayOptions | None = None,
+    rules: RuleTable | None = None,
+    on_decided: Callable[[Session, AssessOutcome], None] | None = None,
 ) -> AssessOutcome:
     """Assess one hazard file and store what it warrants.
 
@@ -122,6 +125,11 @@ def run_assess(
         cache: per-pack work shared across assessments.
         overlay_options: class breaks and overlay choices for a raster feed (a feed's
             configured ``breaks``); CAP alerts always use their own severity classes.
+        rules: the priority rule table; ``None`` takes the shipped default (a replay passes
+            the version it back-tests).
+        on_decided: called with the outcome inside the transaction that stores it, so that
+            the caller's own record of the decision (a replay's item progress) commits or
+            rolls back with the alert.
 
     Raises:
         FeedError, GeoError, AlertError: the inputs cannot be read, overlaid or assessed;
@@ -144,16 +152,21 @@ def run_assess(
     exposure = summarize_exposure(result)
     private = [group.value for group, layer in region.groups.items() if layer.is_registry]
     priority = prioritize(hs, exposure, now=now, private_groups=private,
-                          min_public_count=region.min_public_count)
+                          min_public_count=region.min_public_count, rules=rules)
     footprint = footprint_lonlat(result)
     at = hs.onset or hs.issued_at or now
     window = timedelta(hours=settings.event_window_h)
+    def decided(session: Session, outcome: AssessOutcome) -> AssessOutcome:
+        if on_decided is not None:
+            on_decided(session, outcome)
+        return outcome
+
     with session_scope(sessions) as session:
         # The ingest is recorded in the same transaction as what it produces: if anything
         # below fails, the file is not marked as seen and a retry assesses it again.
         if not repo.record_ingest(session, hazard.checksum, hazard.source, fetched_at=now,
                                   issued_at=hazard.issued_at):
-            return AssessOutcome(Decision("none", (_SEEN,)), hazard)
+            return decided(session, AssessOutcome(Decision("none", (_SEEN,)), hazard))
         records = [_record(session, e) for e in repo.open_events(session, hs.kind, at - window)]
         event = match_event(hs.kind, hs.source_event_id, footprint, at, records, window)
         stored = repo.get_event(session, event.event_id) if event is not None else None
@@ -161,10 +174,10 @@ def run_assess(
             # A run issued before the one already assessed (it arrived late): it must not
             # overwrite the newer picture, so nothing of the event changes.
             assert stored is not None and stored.last_issued_at is not None
-            return AssessOutcome(Decision("none", (
+            return decided(session, AssessOutcome(Decision("none", (
                 f"an older run (issued {hazard.issued_at:%Y-%m-%d %H:%M} UTC) than the one "
                 f"already assessed (issued {stored.last_issued_at:%Y-%m-%d %H:%M} UTC)",)),
-                hazard, priority, event.event_id if event else None)
+                hazard, priority, event.event_id if event else None))
         # An external CAP Cancel ends its event whatever its areas still show.
         ended = is_cancel(hazard)
         decision = decide(event, hazard.checksum, Level.GREEN if ended else priority.level,
@@ -179,8 +192,8 @@ def run_assess(
                 repo.save_event(session, replace(
                     stored, last_seen=max(at, stored.last_seen), last_checksum=hazard.checksum,
                     last_issued_at=_latest(stored.last_issued_at, hazard.issued_at)))
-            return AssessOutcome(decision, hazard, priority,
-                                 event.event_id if event else None)
+            return decided(session, AssessOutcome(decision, hazard, priority,
+                                                  event.event_id if event else None))
         msg_type = _MSG_TYPES[decision.action]
         event_id = event.event_id if event else new_event_id(hs.kind, at, footprint)
         area = footprint if not footprint.is_empty else _last_footprint(event)
@@ -221,8 +234,9 @@ def run_assess(
                        m.subscription.agency_id, priority.level, m.max_class, m.exposure)
             for m in matched
         ])
-    return AssessOutcome(decision, hazard, priority, event_id, record.identifier,
-                         tuple(matched), len(deliveries))
+        return decided(session, AssessOutcome(decision, hazard, priority, event_id,
+                                              record.identifier, tuple(matched),
+                                              len(deliveries)))
 
 
 _SEEN = "this file was already ingested"

@@ -25,6 +25,7 @@ from workers.cli.feeds_cmds import feeds_app, run
 from workers.cli.metrics_cmd import metrics
 from workers.cli.options import read_options
 from workers.cli.output import print_overlay_summary, progress_steps
+from workers.cli.replay_cmds import replay_app
 from workers.cli.store_cmds import agency_app, alerts_app, assess, migrate, subscribe_app
 
 EXIT_INPUT_ERROR = 3
@@ -60,6 +61,7 @@ app.command("beat")(beat)
 app.command("metrics")(metrics)
 app.add_typer(feeds_app, name="feeds")
 app.command("run")(run)
+app.add_typer(replay_app, name="replay")
 app.command("serve")(serve)
 app.add_typer(api_key_app, name="api-key")
 
