@@ -1,6 +1,7 @@
 """Build the Celery application from settings (no module-level app: tests pass settings in).
 
-The embedded default needs no server: kombu's filesystem transport under the data directory.
+The embedded default needs no server: kombu's filesystem transport under the data directory
+(with atomic writes, :mod:`workers.fs_broker`).
 That transport, like the SQLAlchemy one, loses the messages a SIGKILLed worker had taken
 and ignores priorities; neither matters for correctness because the outbox in the store is
 the source of truth and the sweeper re-drives whatever is still pending. Production sets
@@ -15,6 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from workers.fs_broker import TRANSPORT
 from workers.names import QueueNames, TaskNames
 from workers.settings import Settings
 
@@ -43,11 +45,17 @@ def _transport_options(settings: Settings, url: str) -> dict[str, Any]:
     return {}
 
 
+def broker_transport(url: str) -> str | None:
+    """The kombu transport for ``url``: the atomic filesystem one for ``filesystem://``."""
+    return TRANSPORT if url.startswith("filesystem://") else None
+
+
 def make_celery(settings: Settings) -> Celery:
     """The Celery app of a deployment, with its queues and the dispatch tasks registered."""
     url = broker_url(settings)
     app = Celery("tocsin", broker=url, set_as_current=False)
     app.conf.update(
+        broker_transport=broker_transport(url),
         broker_transport_options=_transport_options(settings, url),
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name, routing_key=name, queue_arguments={"x-max-priority": 10}

@@ -26,7 +26,7 @@ from typing import Any
 from celery import Celery, chain, group
 from kombu import Queue
 
-from workers.celery_app import _transport_options
+from workers.celery_app import _transport_options, broker_transport
 from workers.names import TaskNames
 from workers.replay_manifest import read_manifest
 from workers.settings import Settings
@@ -45,6 +45,7 @@ def make_replay_celery(run_dir: Path, run_id: str, broker_url: str | None = None
     app = Celery("tocsin-replay", broker=url, set_as_current=False)
     queue = queue_name(run_id)
     app.conf.update(
+        broker_transport=broker_transport(url),
         broker_transport_options=_transport_options(
             Settings(data_dir=run_dir, broker_url=broker_url or ""), url),
         broker_connection_retry_on_startup=True,
