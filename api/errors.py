@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from alerts.errors import AlertError
 from feeds.errors import FeedError
@@ -53,6 +54,11 @@ class ApiError(Exception):
         self.errors = errors or []
 
 
+def invalid(field: str, message: str) -> ApiError:
+    """A 422 naming the one field of the request that is wrong (``channels.1.address``)."""
+    return ApiError(422, f"{field}: {message}", errors=[FieldProblem(field=field, message=message)])
+
+
 # First match wins: subclasses before their bases.
 ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidApiKeyError, 401),
@@ -82,8 +88,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The documented error answers of a route (for its OpenAPI ``responses``)."""
-    return {code: ERROR_RESPONSES[code] for code in codes}
+    """The documented error answers of a route (for its OpenAPI ``responses``).
+
+    413 is always among them: the body limit answers it on any route, before routing.
+    """
+    return {code: ERROR_RESPONSES[code] for code in sorted({*codes, 413})}
 
 
 def status_for(exc: BaseException) -> int | None:
@@ -98,9 +107,30 @@ def _body(detail: str, errors: list[FieldProblem] | None = None) -> dict[str, An
     return ErrorBody(detail=detail, errors=errors or []).model_dump()
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    return ".".join(parts) or "body"
+_UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's words
+
+
+def _problem(error: dict[str, Any]) -> FieldProblem:
+    """One pydantic/FastAPI validation error as the field it names and what is wrong."""
+    loc = tuple(error.get("loc", ()))
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid":
+        # loc is ("body", character offset): the field is the body itself.
+        reason = (error.get("ctx") or {}).get("error", "")
+        where = f" at character {loc[-1]}" if len(loc) > 1 else ""
+        return FieldProblem(field="body", message=f"not valid JSON{where}: {reason}".rstrip(": "))
+    parts = [str(p) for p in loc if p != "body"]
+    return FieldProblem(field=".".join(parts) or "body", message=message)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at the request's path (Starlette names one route's)."""
+    return [method for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                   for route in request.app.router.routes)]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -113,15 +143,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [FieldProblem(field=_field(tuple(e.get("loc", ()))),
-                                 message=str(e.get("msg", "invalid"))) for e in exc.errors()]
+        problems = [_problem(e) for e in exc.errors()]
         detail = "; ".join(f"{p.field}: {p.message}" for p in problems) or "invalid request"
         return JSONResponse(_body(detail, problems), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            # FastAPI's answer to a body json cannot read (not UTF-8, nested too deep, an
+            # integer too long): as invalid as a JSON syntax error, so 422 as that is.
+            problem = FieldProblem(field="body", message="not a JSON document this API reads "
+                                                         f"({type(exc.__cause__).__name__})")
+            return JSONResponse(_body(f"body: {problem.message}", [problem]), status_code=422)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(_body(str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         status = status_for(exc) or 500

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 
 from alerts.model import Agency
-from api.errors import ApiError, responses
+from api.errors import invalid, responses
 from api.routes_agency import Db
 from api.schemas import AgencyIn, AgencyOut, Identifier, KeyIn, KeyOut, NewKeyOut
 from api.security import AdminKey, AnyKey
@@ -32,7 +32,7 @@ def whoami(key: AnyKey) -> KeyOut:
 
 
 @router.post("/agencies", status_code=201, response_model=AgencyOut,
-             responses=responses(*_KEYED, 409, 413, 422))
+             responses=responses(*_KEYED, 409, 422))
 def create_agency(body: AgencyIn, _admin: AdminKey, session: Db) -> AgencyOut:
     """Register an agency (then give it a key)."""
     repo.add_agency(session, Agency(body.agency_id, body.name, body.contact))
@@ -47,7 +47,7 @@ def list_agencies(_admin: AdminKey, session: Db) -> list[AgencyOut]:
 
 
 @router.post("/agencies/{agency_id}/keys", status_code=201, response_model=NewKeyOut,
-             responses=responses(*_KEYED, 404, 413, 422))
+             responses=responses(*_KEYED, 404, 422))
 def create_agency_key(agency_id: Identifier, body: KeyIn, request: Request, _admin: AdminKey,
                       session: Db) -> NewKeyOut:
     """A new key for the agency; its token is in this answer only."""
@@ -72,7 +72,7 @@ def revoke_key(key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")], request:
                admin: AdminKey, session: Db) -> Response:
     """Revoke a key at once (every API process checks keys on each request)."""
     if key_id == admin.key_id:
-        raise ApiError(422, "key_id: an admin key cannot revoke itself; use another admin key "
-                            "or `tocsin api-key revoke`")
+        raise invalid("key_id", "an admin key cannot revoke itself; use another admin key "
+                                "or `tocsin api-key revoke`")
     api_store.revoke_api_key(session, key_id, now=request.app.state.clock())
     return Response(status_code=204)

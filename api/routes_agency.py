@@ -7,7 +7,7 @@ exactly as one that does not exist, so a key cannot even learn which ids others 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from alerts.model import Level
 from alerts.subscriptions import validate_subscription
-from api.convert import check_webhooks, delivery_out, subscription_of, subscription_out
-from api.errors import ApiError, responses
+from api.convert import check_channels, delivery_out, subscription_of, subscription_out
+from api.errors import ApiError, invalid, responses
 from api.regions import deployment_region
 from api.schemas import (
     AckIn,
@@ -26,6 +26,7 @@ from api.schemas import (
     AlertPage,
     DeliveryPage,
     Identifier,
+    IsoTime,
     MatchOut,
     SubscriptionCreate,
     SubscriptionIn,
@@ -40,7 +41,8 @@ from workers.cli.dispatch_cmds import redact_address
 
 router = APIRouter(prefix="/v1", tags=["agency"])
 _KEYED = (401, 403, 429, 503)
-CapIdentifier = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
+CAP_IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+CapIdentifier = Annotated[str, Path(pattern=CAP_IDENTIFIER)]
 
 
 def db(request: Request) -> Iterator[Session]:
@@ -65,14 +67,15 @@ def _own_subscription(session: Session, agency_id: str, subscription_id: str):  
 def _checked(request: Request, session: Session, body: SubscriptionIn, subscription_id: str,
              agency_id: str):  # noqa: ANN202
     settings = request.app.state.settings
-    check_webhooks(body.channels, "channels", _allow(settings), request.app.state.resolve)
-    check_webhooks(body.escalation, "escalation", _allow(settings), request.app.state.resolve)
+    check_channels(body.channels, "channels", _allow(settings), request.app.state.resolve)
+    check_channels(body.escalation, "escalation", _allow(settings), request.app.state.resolve)
     sub = subscription_of(body, subscription_id, agency_id,
-                          max_vertices=settings.api_max_vertices)
+                          max_vertices=settings.api_max_vertices,
+                          max_area_km2=settings.api_max_area_km2)
     bounds, zone_ids = deployment_region(request.app)
     if sub.zone_codes and zone_ids is None:
-        raise ApiError(422, "zone_codes: this deployment has no region pack with zones "
-                            "(TOCSIN_REGION); give an area instead")
+        raise invalid("zone_codes", "this deployment has no region pack with zones "
+                                    "(TOCSIN_REGION); give an area instead")
     return validate_subscription(
         sub, region_bounds_lonlat=bounds, zone_ids=zone_ids,
         existing=repo.list_subscriptions(session, agency_id),
@@ -91,7 +94,7 @@ def list_subscriptions(key: AgencyKey, session: Db) -> list[SubscriptionOut]:
 
 
 @router.post("/subscriptions", status_code=201, response_model=SubscriptionOut,
-             responses=responses(*_KEYED, 409, 413, 422))
+             responses=responses(*_KEYED, 409, 422))
 def create_subscription(body: SubscriptionCreate, request: Request, response: Response,
                         key: AgencyKey, session: Db) -> SubscriptionOut:
     """Subscribe the agency to alerts for an area; a refused request changes nothing."""
@@ -112,7 +115,7 @@ def get_subscription(subscription_id: Identifier, key: AgencyKey, session: Db
 
 
 @router.put("/subscriptions/{subscription_id}", response_model=SubscriptionOut,
-            responses=responses(*_KEYED, 404, 409, 413, 422))
+            responses=responses(*_KEYED, 404, 409, 422))
 def replace_subscription(subscription_id: Identifier, body: SubscriptionIn, request: Request,
                          key: AgencyKey, session: Db) -> SubscriptionOut:
     """Replace a subscription's settings; deliveries already planned are unchanged."""
@@ -147,15 +150,21 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
     if (len(values) != 4 or not all(-180 <= values[i] <= 180 for i in (0, 2))
             or not all(-90 <= values[i] <= 90 for i in (1, 3))
             or values[0] > values[2] or values[1] > values[3]):
-        raise ApiError(422, f"bbox: expected min_lon,min_lat,max_lon,max_lat in WGS 84 with "
-                            f"min <= max, got {text!r}")
+        raise invalid("bbox", f"expected min_lon,min_lat,max_lon,max_lat in WGS 84 with "
+                              f"min <= max, got {text!r}")
     return values[0], values[1], values[2], values[3]
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
-    if value is not None and value.utcoffset() is None:
-        raise ApiError(422, f"{name}: give a time zone (e.g. 2026-12-01T10:00:00Z), got "
+    if value is None:
+        return None
+    if value.utcoffset() is None:
+        raise invalid(name, f"give a time zone (e.g. 2026-12-01T10:00:00Z), got "
                             f"{value.isoformat()}")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise invalid(name, f"{value.isoformat()} is out of range in UTC") from None
     return value
 
 
@@ -173,9 +182,10 @@ def alert_out(summary: api_store.AlertSummary) -> AlertOut:
 @router.get("/alerts", response_model=AlertPage, responses=responses(*_KEYED, 400, 422))
 def list_alerts(
     request: Request, key: AgencyKey, session: Db,
-    since: Annotated[datetime | None, Query(description="Sent at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Sent before (ISO 8601).")] = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
+    since: Annotated[IsoTime | None, Query(description="Sent at or after (ISO 8601).")] = None,
+    until: Annotated[IsoTime | None, Query(description="Sent before (ISO 8601).")] = None,
+    bbox: Annotated[str | None, Query(max_length=200,
+                                      description="min_lon,min_lat,max_lon,max_lat")] = None,
     hazard: Annotated[list[HazardKind] | None, Query(max_length=20)] = None,
     level: Annotated[list[Level] | None, Query(max_length=4)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -229,7 +239,7 @@ def get_alert_cap(identifier: CapIdentifier, key: AgencyKey, session: Db) -> Res
 
 
 @router.post("/alerts/{identifier}/ack", response_model=AckOut,
-             responses=responses(*_KEYED, 404, 413, 422))
+             responses=responses(*_KEYED, 404, 422))
 def acknowledge_alert(identifier: CapIdentifier, request: Request, key: AgencyKey,
                       session: Db, body: AckIn | None = None) -> AckOut:
     """Acknowledge an alert for the agency: its event stops escalating to the agency."""
@@ -244,7 +254,7 @@ def acknowledge_alert(identifier: CapIdentifier, request: Request, key: AgencyKe
 @router.get("/deliveries", response_model=DeliveryPage, responses=responses(*_KEYED, 400, 422))
 def list_deliveries(
     request: Request, key: AgencyKey, session: Db,
-    alert: Annotated[str | None, Query(max_length=200)] = None,
+    alert: Annotated[str | None, Query(pattern=CAP_IDENTIFIER)] = None,
     status: Annotated[list[DeliveryStatus] | None, Query(max_length=10)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,

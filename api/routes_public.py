@@ -22,9 +22,10 @@ from store.db import session_scope
 
 router = APIRouter(tags=["public"], dependencies=[Depends(public_rate_limit)])
 PUBLIC_FEED = "public"
+_PUBLIC = (429, 503)
 
 
-@router.get("/health", response_model=Health, responses=responses(429, 503))
+@router.get("/health", response_model=Health, responses=responses(*_PUBLIC))
 def health(request: Request) -> Health:
     """``ok`` when the API answers and its store does (503 otherwise)."""
     with session_scope(request.app.state.sessions) as session:
@@ -35,7 +36,7 @@ def health(request: Request) -> Health:
 @router.get("/metrics", responses={
     200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
           "description": "Prometheus text exposition, computed from the store."},
-    **responses(429)})
+    **responses(*_PUBLIC)})
 def metrics(request: Request) -> Response:
     """The deployment's metrics (feeds, alerts, deliveries, latencies) from the store."""
     return Response(generate_latest(request.app.state.metrics_registry),
@@ -52,7 +53,7 @@ def empty_feed(now: datetime, base_url: str | None) -> bytes:
     200: {"content": {"application/atom+xml": {"schema": {"type": "string"}}},
           "description": "The Atom feed of current CAP alerts, as the CAP feed channel wrote "
                          "it."},
-    **responses(429, 503)})
+    **responses(*_PUBLIC)})
 def public_feed(request: Request) -> Response:
     """The public Atom feed of current alerts (each entry embeds its CAP message)."""
     settings = request.app.state.settings
@@ -71,7 +72,7 @@ def public_feed(request: Request) -> Response:
 @router.get("/cap/{identifier}.xml", responses={
     200: {"content": {"application/cap+xml": {"schema": {"type": "string"}}},
           "description": "The CAP 1.2 message exactly as stored and sent."},
-    **responses(404, 422, 429, 503)})
+    **responses(*_PUBLIC, 404, 422)})
 def public_cap(
     identifier: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")],
     request: Request,

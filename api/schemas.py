@@ -6,19 +6,43 @@ reaches the store and the OpenAPI document says exactly what is accepted.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from alerts.model import ChannelKind, Level
 from geo.types import HazardKind
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 """Ids of agencies and subscriptions: letters, digits, '.', '_', '-'; 1 to 100 characters."""
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=300)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=300,
+                                             pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""One line of text (names, labels): no control characters (PostgreSQL refuses NUL)."""
+OptionalText = Annotated[str, StringConstraints(max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Address = Annotated[str, StringConstraints(min_length=1, max_length=2000,
+                                           pattern=r"^[^\x00-\x1f\x7f]+$")]
+ZoneCode = Annotated[str, StringConstraints(min_length=1, max_length=100,
+                                            pattern=r"^[^\x00-\x1f\x7f]+$")]
+TimeZoneName = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                                pattern=r"^[A-Za-z0-9_+/-]+$")]
 LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
 ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+_ISO_DATE = re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_8601(value: object) -> object:
+    """Refuse a number, which pydantic would read as a Unix time: times are ISO 8601 here."""
+    if not isinstance(value, datetime) and not (isinstance(value, str)
+                                                and _ISO_DATE.match(value)):
+        raise ValueError("expected an ISO 8601 time with its zone, e.g. 2026-12-01T10:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A time given as ISO 8601 text (never a bare number)."""
 
 
 class _Strict(BaseModel):
@@ -29,7 +53,7 @@ class Channel(_Strict):
     """One channel and its address (URL, e-mail address, phone number, topic, feed name)."""
 
     kind: ChannelKind
-    address: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    address: Address
 
 
 class QuietHoursIn(_Strict):
@@ -37,7 +61,7 @@ class QuietHoursIn(_Strict):
 
     start: ClockTime
     end: ClockTime
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    timezone: TimeZoneName = "UTC"
 
 
 class DigestIn(_Strict):
@@ -53,8 +77,7 @@ class SubscriptionIn(_Strict):
     area: dict[str, Any] | None = Field(
         default=None, description="GeoJSON (RFC 7946, WGS 84 lon/lat) Polygon, MultiPolygon, "
                                   "Feature or FeatureCollection of those.")
-    zone_codes: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
-        default=[], max_length=1000)
+    zone_codes: list[ZoneCode] = Field(default=[], max_length=1000)
     hazard_kinds: list[HazardKind] = Field(default=[], max_length=50,
                                                description="Empty: every hazard kind.")
     min_level: Level = Level.YELLOW
@@ -63,7 +86,7 @@ class SubscriptionIn(_Strict):
     quiet_hours: QuietHoursIn | None = None
     digest: DigestIn | None = None
     escalation: list[Channel] = Field(default=[], max_length=10)
-    escalate_after_min: float = Field(default=30.0, gt=0, le=7 * 24 * 60)
+    escalate_after_min: float = Field(default=30.0, gt=0, le=7 * 24 * 60, allow_inf_nan=False)
 
 
 class SubscriptionCreate(SubscriptionIn):
@@ -172,7 +195,7 @@ class AgencyIn(_Strict):
 
     agency_id: Identifier
     name: ShortText
-    contact: Annotated[str, StringConstraints(max_length=300)] | None = None
+    contact: OptionalText | None = None
 
 
 class AgencyOut(BaseModel):
@@ -187,7 +210,7 @@ class KeyIn(_Strict):
     """A new API key for an agency."""
 
     label: ShortText = "api key"
-    expires_in_days: float | None = Field(default=None, gt=0, le=3660)
+    expires_in_days: float | None = Field(default=None, gt=0, le=3660, allow_inf_nan=False)
 
 
 class KeyOut(BaseModel):

@@ -87,20 +87,29 @@ def current_key(
 
     Raises:
         ApiError: 401 without a key or with one that is malformed, unknown, revoked or
-            expired; 429 over the key's rate.
+            expired; 429 over the key's rate (or, without a valid key, the address's).
     """
-    challenge = {"WWW-Authenticate": 'Bearer realm="tocsin"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "an API key is required: Authorization: Bearer tsn_<id>_<secret>",
-                       headers=challenge)
+        raise _unauthorized(request, "an API key is required: Authorization: Bearer "
+                                     "tsn_<id>_<secret>")
     state = request.app.state
     try:
         with session_scope(state.sessions) as session:
             key = authenticate(session, credentials.credentials, now=state.clock())
     except InvalidApiKeyError as exc:
-        raise ApiError(401, str(exc), headers=challenge) from None
+        raise _unauthorized(request, str(exc)) from None
     state.rate_limiter.check(f"key:{key.key_id}")
     return key
+
+
+def _unauthorized(request: Request, detail: str) -> ApiError:
+    """The 401 to answer, after counting the refusal against the caller's address.
+
+    Callers without a valid key are rate-limited per address, as on the public routes, so
+    guessing keys (or flooding key look-ups) from one address soon earns 429s instead.
+    """
+    public_rate_limit(request)
+    return ApiError(401, detail, headers={"WWW-Authenticate": 'Bearer realm="tocsin"'})
 
 
 def agency_key(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
@@ -152,39 +161,54 @@ class BodyLimitMiddleware:
         path = str(scope.get("path", ""))
         limit = (self.max_upload_bytes if path.startswith(self.upload_prefixes)
                  else self.max_bytes)
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    announced = int(value)
-                except ValueError:
-                    await _send_error(send, 400, "Content-Length is not a number")
-                    return
-                if announced > limit:
-                    await _send_error(send, 413, f"request body of {announced} bytes is over "
-                                                 f"the limit of {limit} bytes")
-                    return
+        announced = _announced_problem(scope, limit)
+        if announced is not None:
+            await _send_error(send, *announced)
+            return
         seen = 0
-        started = False
+        started = too_large = False
+        refusal = f"request body is over the limit of {limit} bytes"
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns an error while reading the body into its own answer (400): once
+            # the body is over the limit, that answer is replaced by the 413.
             nonlocal started
+            if too_large:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_error(send, 413, refusal)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not started:
-                await _send_error(send, 413, f"request body is over the limit of {limit} bytes")
+                await _send_error(send, 413, refusal)
+
+
+def _announced_problem(scope: Scope, limit: int) -> tuple[int, str] | None:
+    """The refusal (status, detail) a request's Content-Length alone earns, if any."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                announced = int(value)
+            except ValueError:
+                return 400, "Content-Length is not a number"
+            if announced > limit:
+                return 413, f"request body of {announced} bytes is over the limit of {limit} bytes"
+    return None
 
 
 async def _send_error(send: Send, status: int, detail: str) -> None:

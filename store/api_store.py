@@ -13,10 +13,11 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import and_, exists, or_, select
@@ -37,6 +38,8 @@ from store.models import (
 )
 
 _TOKEN_PREFIX = "tsn"
+_KEY_ID = re.compile(r"[0-9a-f]{1,32}")  # what create_api_key makes (never sent to SQL otherwise)
+_MAX_ROW_ID = 2**63 - 1
 BBox = tuple[float, float, float, float]
 
 
@@ -109,7 +112,7 @@ def authenticate(session: Session, token: str, *, now: datetime) -> ApiKey:
     """
     prefix, _, rest = token.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != _TOKEN_PREFIX or not key_id or not secret:
+    if prefix != _TOKEN_PREFIX or not _KEY_ID.fullmatch(key_id) or not secret:
         raise InvalidApiKeyError("malformed API key: expected tsn_<key id>_<secret>")
     row = session.get(ApiKeyRow, key_id)
     # Compare even for an unknown id, so timing does not tell which ids exist.
@@ -243,11 +246,7 @@ def list_alerts(session: Session, wanted: AlertFilter, *, agency_id: str | None,
     if wanted.event_id is not None:
         stmt = stmt.where(AlertIndexRow.event_id == wanted.event_id)
     if cursor is not None:
-        sent_iso, ident = decode_cursor(cursor, 2)
-        try:
-            sent = datetime.fromisoformat(str(sent_iso))
-        except ValueError:
-            raise BadCursorError("cursor: not a cursor this API handed out") from None
+        sent, ident = _alert_cursor(cursor)
         stmt = stmt.where(or_(AlertIndexRow.sent < sent,
                               and_(AlertIndexRow.sent == sent, AlertIndexRow.identifier < ident)))
     stmt = stmt.order_by(AlertIndexRow.sent.desc(), AlertIndexRow.identifier.desc())
@@ -256,6 +255,22 @@ def list_alerts(session: Session, wanted: AlertFilter, *, agency_id: str | None,
     more = len(rows) > limit
     next_cursor = encode_cursor(page[-1].sent.isoformat(), page[-1].identifier) if more else None
     return page, next_cursor
+
+
+def _alert_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (sent, identifier) an alert cursor holds, checked before it reaches SQL."""
+    sent_iso, ident = decode_cursor(cursor, 2)
+    if not isinstance(sent_iso, str) or not isinstance(ident, str) or len(ident) > 200 \
+            or "\x00" in ident:
+        raise BadCursorError("cursor: not a cursor this API handed out")
+    try:
+        sent = datetime.fromisoformat(sent_iso)
+        if sent.utcoffset() is None:
+            raise ValueError("naive")
+        sent.astimezone(UTC)  # OverflowError near year 1 or 9999
+    except (ValueError, OverflowError):
+        raise BadCursorError("cursor: not a cursor this API handed out") from None
+    return sent, ident
 
 
 def _summary(row: AlertIndexRow) -> AlertSummary:
@@ -289,7 +304,8 @@ def list_agency_deliveries(
         stmt = stmt.where(DeliveryRow.status.in_(sorted(s.value for s in statuses)))
     if cursor is not None:
         (before,) = decode_cursor(cursor, 1)
-        if not isinstance(before, int):
+        if not isinstance(before, int) or isinstance(before, bool) \
+                or not 0 < before <= _MAX_ROW_ID:
             raise BadCursorError("cursor: not a cursor this API handed out")
         stmt = stmt.where(DeliveryRow.id < before)
     rows = list(session.scalars(stmt.order_by(DeliveryRow.id.desc()).limit(limit + 1)))
