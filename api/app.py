@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import routes_admin, routes_agency, routes_jobs, routes_public
 from api.convert import Resolver
 from api.errors import install_error_handlers
+from api.feed_file import FeedFile
 from api.security import BodyLimitMiddleware, RateLimiter
 from api.settings import ApiSettings
-from store.db import make_engine, make_session_factory, upgrade
+from store.db import make_engine, make_session_factory, read_only_sessions, upgrade
 from workers.metrics import build_registry
 
 JOB_PREFIX = "/v1/jobs"
@@ -65,10 +66,13 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = sessions
+    app.state.read_sessions = read_only_sessions(sessions)
     app.state.clock = clock
     app.state.resolve = resolve
     app.state.rate_limiter = RateLimiter(settings.api_rate_per_min, settings.api_rate_burst)
     app.state.metrics_registry = build_registry(sessions)
+    app.state.public_feed = FeedFile(settings.resolved_cap_feed_dir()
+                                     / f"{routes_public.PUBLIC_FEED}.atom")
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes,
                        max_upload_bytes=settings.api_max_upload_bytes,

@@ -165,12 +165,14 @@ def _port_problem(url: str) -> str | None:
 
 
 def check_channels(channels: Sequence[Channel], field: str, allow_hosts: Sequence[str],
-                   resolve: Resolver | None) -> None:
+                   resolve: Resolver | None, *, agency_id: str) -> None:
     """Refuse channel addresses that dispatch would refuse, before anything is stored.
 
     Webhooks: plain http, private addresses (unless allow-listed), malformed URLs. CAP feeds:
-    names that are not safe file names. A host that does not resolve now is accepted: DNS
-    may come back, and dispatch checks again before every send.
+    names that are not safe file names, or not the agency's own (its id, or its id then '-'
+    or '.'), so that no agency writes into another's feed or the public one. A host that
+    does not resolve now is accepted: DNS may come back, and dispatch checks again before
+    every send.
 
     Raises:
         ApiError: 422 naming the channel's field (``channels.1.address``).
@@ -180,6 +182,11 @@ def check_channels(channels: Sequence[Channel], field: str, allow_hosts: Sequenc
         if channel.kind == ChannelKind.CAP_FEED and not is_safe_slug(channel.address):
             raise invalid(where, "a feed name is letters, digits, '-', '_' and '.', no leading "
                                  "dot, at most 200 characters")
+        if channel.kind == ChannelKind.CAP_FEED and not (
+                channel.address == agency_id or channel.address.startswith(
+                    (f"{agency_id}-", f"{agency_id}."))):
+            raise invalid(where, f"a CAP feed of this agency is named {agency_id!r} or starts "
+                                 f"with '{agency_id}-'; {channel.address!r} is not its own")
         if channel.kind != ChannelKind.WEBHOOK:
             continue
         problem = _port_problem(channel.address)

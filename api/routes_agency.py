@@ -46,8 +46,13 @@ CapIdentifier = Annotated[str, Path(pattern=CAP_IDENTIFIER)]
 
 
 def db(request: Request) -> Iterator[Session]:
-    """One session (one transaction) per request; committed when the route returns."""
-    with session_scope(request.app.state.sessions) as session:
+    """One session (one transaction) per request; committed when the route returns.
+
+    GET and HEAD only read: on SQLite their transactions never wait behind a writer.
+    """
+    state = request.app.state
+    reads = request.method in ("GET", "HEAD")
+    with session_scope(state.read_sessions if reads else state.sessions) as session:
         yield session
 
 
@@ -67,8 +72,10 @@ def _own_subscription(session: Session, agency_id: str, subscription_id: str):  
 def _checked(request: Request, session: Session, body: SubscriptionIn, subscription_id: str,
              agency_id: str):  # noqa: ANN202
     settings = request.app.state.settings
-    check_channels(body.channels, "channels", _allow(settings), request.app.state.resolve)
-    check_channels(body.escalation, "escalation", _allow(settings), request.app.state.resolve)
+    check_channels(body.channels, "channels", _allow(settings), request.app.state.resolve,
+                   agency_id=agency_id)
+    check_channels(body.escalation, "escalation", _allow(settings), request.app.state.resolve,
+                   agency_id=agency_id)
     sub = subscription_of(body, subscription_id, agency_id,
                           max_vertices=settings.api_max_vertices,
                           max_area_km2=settings.api_max_area_km2)

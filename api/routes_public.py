@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from alerts.channels.atom import render_atom_feed
 from api.errors import ApiError, responses
+from api.feed_file import accepts_gzip
 from api.schemas import Health
 from api.security import public_rate_limit
 from store import repo
@@ -28,7 +29,7 @@ _PUBLIC = (429, 503)
 @router.get("/health", response_model=Health, responses=responses(*_PUBLIC))
 def health(request: Request) -> Health:
     """``ok`` when the API answers and its store does (503 otherwise)."""
-    with session_scope(request.app.state.sessions) as session:
+    with session_scope(request.app.state.read_sessions) as session:
         session.execute(text("SELECT 1"))
     return Health(status="ok", store="ok")
 
@@ -52,21 +53,34 @@ def empty_feed(now: datetime, base_url: str | None) -> bytes:
 @router.get("/feed/public.atom", responses={
     200: {"content": {"application/atom+xml": {"schema": {"type": "string"}}},
           "description": "The Atom feed of current CAP alerts, as the CAP feed channel wrote "
-                         "it."},
+                         "it (gzip when accepted; ETag and Last-Modified for polling)."},
+    304: {"description": "Not modified since the client's copy (If-None-Match or "
+                         "If-Modified-Since)."},
     **responses(*_PUBLIC)})
-def public_feed(request: Request) -> Response:
+def public_feed(
+    request: Request,
+    if_none_match: Annotated[str | None, Header(max_length=2000)] = None,
+    if_modified_since: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
     """The public Atom feed of current alerts (each entry embeds its CAP message)."""
     settings = request.app.state.settings
-    path = settings.resolved_cap_feed_dir() / f"{PUBLIC_FEED}.atom"
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = empty_feed(request.app.state.clock(), settings.cap_feed_base_url or None)
+        version = request.app.state.public_feed.current()
     except OSError:
         raise ApiError(503, "the public feed cannot be read now; retry later",
                        headers={"Retry-After": "5"}) from None
-    return Response(data, media_type="application/atom+xml",
-                    headers={"Cache-Control": "public, max-age=30"})
+    if version is None:
+        data = empty_feed(request.app.state.clock(), settings.cap_feed_base_url or None)
+        return Response(data, media_type="application/atom+xml",
+                        headers={"Cache-Control": "public, max-age=30"})
+    headers = {"Cache-Control": "public, max-age=30", "ETag": version.etag,
+               "Last-Modified": version.last_modified_header(), "Vary": "Accept-Encoding"}
+    if version.not_modified(if_none_match, if_modified_since):
+        return Response(status_code=304, headers=headers)
+    if accepts_gzip(request.headers.get("accept-encoding")):
+        return Response(version.gzipped, media_type="application/atom+xml",
+                        headers={**headers, "Content-Encoding": "gzip"})
+    return Response(version.data, media_type="application/atom+xml", headers=headers)
 
 
 @router.get("/cap/{identifier}.xml", responses={
@@ -80,7 +94,7 @@ def public_cap(
     """One alert's CAP message, when the deployment publishes its alerts."""
     if not request.app.state.settings.cap_feed_public:
         raise ApiError(404, f"no public alert {identifier!r}")
-    with session_scope(request.app.state.sessions) as session:
+    with session_scope(request.app.state.read_sessions) as session:
         try:
             record = repo.get_alert(session, identifier)
         except repo.RecordNotFoundError:

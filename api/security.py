@@ -94,7 +94,7 @@ def current_key(
                                      "tsn_<id>_<secret>")
     state = request.app.state
     try:
-        with session_scope(state.sessions) as session:
+        with session_scope(state.read_sessions) as session:
             key = authenticate(session, credentials.credentials, now=state.clock())
     except InvalidApiKeyError as exc:
         raise _unauthorized(request, str(exc)) from None

@@ -327,7 +327,7 @@ def test_the_dockerfile_bases_are_pinned_to_a_version() -> None:
 
 
 def test_the_api_service_publishes_its_port_and_checks_health_on_a_real_route(
-        services: dict[str, dict[str, Any]]) -> None:
+        services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     from api.app import create_app
     from api.settings import ApiSettings
 
@@ -338,5 +338,5 @@ def test_the_api_service_publishes_its_port_and_checks_health_on_a_real_route(
     probe = " ".join(api["healthcheck"]["test"])
     path = re.search(rf"127\.0\.0\.1:{port}(/[^'\"]*)", probe)
     assert path is not None, f"the api healthcheck does not probe port {port}: {probe}"
-    app = create_app(ApiSettings(data_dir=Path("unused")), sessions=object(), migrate=False)
+    app = create_app(ApiSettings(data_dir=tmp_path), migrate=False)
     assert "get" in app.openapi()["paths"][path.group(1)]

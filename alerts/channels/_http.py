@@ -160,7 +160,7 @@ def _redacted(url: str) -> str:
     """A URL as errors may show it: its origin when it parses, else only its scheme."""
     try:
         return origin(httpx.URL(url)) + "/…"
-    except (httpx.InvalidURL, TypeError):
+    except (httpx.InvalidURL, TypeError, UnicodeError):
         return url.split(":", 1)[0] + ":…" if ":" in url else "…"
 
 
@@ -184,10 +184,11 @@ def check_destination(url: str, allow_hosts: Collection[str], *,
     """
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        has_host = bool(parsed.host)  # decodes an IDNA host: a malformed one raises here
+    except (httpx.InvalidURL, TypeError, UnicodeError) as exc:
         raise HttpPermanentError(f"destination {_redacted(url)!r} is not a valid URL: "
                                  f"{exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if parsed.scheme not in ("http", "https") or not has_host:
         raise HttpPermanentError(f"destination {origin(parsed)} must be an http(s) URL with a "
                                  "host")
     host = parsed.raw_host.decode("ascii").strip("[]").rstrip(".").lower()

@@ -148,3 +148,17 @@ def test_deliveries_are_listed_with_their_addresses_redacted(world: ApiWorld) ->
     only = world.client.get("/v1/deliveries", params={"alert": world.north_alert},
                             headers=world.north).json()
     assert [d["alert_identifier"] for d in only["items"]] == [world.north_alert]
+
+
+def test_an_agency_publishes_only_into_cap_feeds_named_after_itself(world: ApiWorld) -> None:
+    def channels(name: str) -> list[dict[str, str]]:
+        return [{"kind": "cap_feed", "address": name}]
+
+    for theirs in ("public", "south", "northern"):
+        refused = world.client.post("/v1/subscriptions", json=_new_subscription(
+            channels=channels(theirs)), headers=world.north)
+        assert refused.status_code == 422, theirs
+        assert refused.json()["errors"][0]["field"] == "channels.0.address"
+    own = world.client.post("/v1/subscriptions", json=_new_subscription(
+        channels=channels("north-quakes")), headers=world.north)
+    assert own.status_code == 201, own.text

@@ -260,7 +260,8 @@ def test_an_unresolvable_host_is_retried_because_dns_may_come_back():
         check_destination("https://gone.example.org/", [], resolve=resolve)
 
 
-@pytest.mark.parametrize("url", ["ftp://93.184.216.34/", "https:///path", "not a url"])
+@pytest.mark.parametrize("url", ["ftp://93.184.216.34/", "https:///path", "not a url",
+                                 "https://xn--.example/hook"])
 def test_a_destination_that_is_not_an_http_url_is_refused(url):
     with pytest.raises(PermanentDispatchError):
         check_destination(url, [])
