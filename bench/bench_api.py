@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,9 +49,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_dispatch import postgres_reachable, postgres_schema_url  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-POSTGRES_URL = os.environ.get("TOCSIN_BENCH_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FEED_ENTRIES = 500
 N_REQUESTS = 4096
 
@@ -64,44 +63,6 @@ N_REQUESTS = 4096
 def sqlite_url(folder: Path) -> Iterator[str]:
     """A new SQLite file."""
     yield f"sqlite:///{folder / 'tocsin.sqlite'}"
-
-
-@contextmanager
-def postgis_url() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL (PostGIS from ``public``), dropped afterwards."""
-    from sqlalchemy import make_url
-
-    from store.db import make_engine
-
-    admin = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    schema = f"tocsin_bench_api_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield make_url(POSTGRES_URL).update_query_dict(
-            {"options": f"-csearch_path={schema},public"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
-def postgres_reachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
-    from sqlalchemy.exc import OperationalError
-
-    from store.db import make_engine
-
-    engine = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except OperationalError as exc:
-        return f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc.orig}"
-    finally:
-        engine.dispose()
-    return None
 
 
 def seed(url: str, world: Any) -> dict[str, Any]:
@@ -465,7 +426,8 @@ def main() -> int:
                 results["skipped"][name] = why
                 continue
             print(f"== {name}", flush=True)
-            opener = postgis_url() if name == "postgis" else sqlite_url(folder)
+            opener = (postgres_schema_url("tocsin_bench_api") if name == "postgis"
+                      else sqlite_url(folder))
             try:
                 with opener as url:
                     results["backends"][name] = run_backend(name, url, world, folder, feed,

@@ -295,28 +295,13 @@ class Store:
 
 @contextmanager
 def postgres_store() -> Iterator[Store]:
-    """A fresh schema on the test PostgreSQL (PostGIS from ``public``), dropped afterwards."""
-    from sqlalchemy import make_url
-
-    from store.db import make_engine
-
-    admin = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    schema = f"tocsin_bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = make_url(POSTGRES_URL).update_query_dict(
-        {"options": f"-csearch_path={schema},public"}).render_as_string(hide_password=False)
-    store = None
-    try:
+    """A store on a fresh schema of the test PostgreSQL, dropped afterwards."""
+    with postgres_schema_url() as url:
         store = Store(url)
-        yield store
-    finally:
-        if store is not None:
+        try:
+            yield store
+        finally:
             store.close()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 @contextmanager
@@ -326,6 +311,27 @@ def sqlite_store(folder: Path) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+@contextmanager
+def postgres_schema_url(prefix: str = "tocsin_bench") -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL (PostGIS from ``public``), dropped afterwards."""
+    from sqlalchemy import make_url
+
+    from store.db import make_engine
+
+    admin = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as connection:
+        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield make_url(POSTGRES_URL).update_query_dict(
+            {"options": f"-csearch_path={schema},public"}).render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
 
 
 def postgres_reachable() -> str | None:

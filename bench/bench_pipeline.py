@@ -72,7 +72,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -83,7 +82,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_dispatch import (  # noqa: E402
-    POSTGRES_URL,
     REDIS_HOST,
     REDIS_PORT,
     Receiver,
@@ -91,6 +89,7 @@ from bench.bench_dispatch import (  # noqa: E402
     compose_record,
     pct,
     postgres_reachable,
+    postgres_schema_url,
     redis_reachable,
     sample_body,
 )
@@ -262,27 +261,6 @@ settle_s = 0.5
 
 
 # --- stores, workers ---------------------------------------------------------------------
-
-
-@contextmanager
-def postgres_url() -> Iterator[str]:
-    """A fresh schema on the test PostgreSQL (PostGIS from ``public``), dropped afterwards."""
-    from sqlalchemy import make_url
-
-    from store.db import make_engine
-
-    admin = make_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    schema = f"tocsin_bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS postgis")
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield make_url(POSTGRES_URL).update_query_dict(
-            {"options": f"-csearch_path={schema},public"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def flush_broker() -> None:
@@ -749,7 +727,7 @@ def main() -> int:
                             name, "", "", manifest, rounds, warm, subs, receiver, folder,
                             timeout_s)
                     else:
-                        with postgres_url() as url:
+                        with postgres_schema_url() as url:
                             results["stores"][name] = run_store(
                                 name, url, f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
                                 manifest, rounds, warm, subs, receiver, folder, timeout_s)
