@@ -32,6 +32,20 @@ def reset_interrupted(session: Session) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def retry_failed(session: Session) -> int:
+    """Clear the reason of items an earlier run put back after a failure; how many.
+
+    Their ``failed: ...`` reason marks a failure of the run that recorded it: a new run
+    assesses them again, and must not read that old reason as a failure of its own.
+    """
+    result = session.execute(update(FeedItemRow)
+                             .where(FeedItemRow.status == "fetched",
+                                    FeedItemRow.reason.like("failed: %"))
+                             .values(reason=None)
+                             .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def release_item(session: Session, item_id: int, *, reason: str) -> None:
     """Put one item back to ``fetched`` with ``reason`` (an unexpected failure)."""
     session.execute(update(FeedItemRow).where(FeedItemRow.id == item_id)

@@ -36,6 +36,8 @@ from store import feeds_repo, replay_repo
 from store.db import make_engine, make_session_factory, session_scope, upgrade
 from workers.replay_manifest import (
     DISPATCH_MODES,
+    MANIFEST_FILE,
+    RULES_COPY,
     Manifest,
     ReplayError,
     ReplayInputError,
@@ -137,6 +139,7 @@ def run_replay(request: ReplayRequest, run_dir: Path, *, live: Settings,
     run_dir = run_dir.resolve()
     feeds_config, feeds = _feeds(request)
     wanted = _manifest(request, feeds_config, feeds, live)
+    _check_out(run_dir)
     with _locked(run_dir):
         existing = read_manifest(run_dir)
         if existing is not None:
@@ -212,6 +215,23 @@ def _manifest(request: ReplayRequest, config: FeedsConfig, feeds: list[FeedConfi
         tocsin_version=tocsin_version())
 
 
+def _check_out(run_dir: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding things other than a replay."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ReplayUsageError(f"--out {run_dir}: a file, not a run folder")
+    if not run_dir.is_dir() or (run_dir / MANIFEST_FILE).exists():
+        return
+    # What a run killed before writing its manifest leaves: the lock, the rules copy.
+    foreign = sorted(p.name for p in run_dir.iterdir()
+                     if p.name not in (LOCK_FILE, RULES_COPY)
+                     and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ReplayUsageError(f"--out {run_dir}: a folder that holds no replay (no "
+                               f"{MANIFEST_FILE}) and is not empty ({shown}); give a new or "
+                               "empty folder")
+
+
 @contextmanager
 def _locked(run_dir: Path) -> Iterator[None]:
     """Hold the run directory's lock: one replay command per run at a time."""
@@ -271,8 +291,11 @@ def _run(request: ReplayRequest, run_dir: Path, manifest: Manifest,
     notes: list[str] = []
     with session_scope(sessions) as session:
         reset = replay_repo.reset_interrupted(session)
+        failed = replay_repo.retry_failed(session)
     if reset:
         notes.append(f"{reset} item(s) interrupted by an earlier run are assessed again")
+    if failed:
+        notes.append(f"{failed} item(s) that failed in an earlier run are assessed again")
     for stale in (run_dir / SCAN_DIR).glob("*.failed"):
         stale.unlink()
     plan_path = run_dir / PLAN_FILE
@@ -363,8 +386,11 @@ def _assess_all(pool: ReplayPool, sessions: sessionmaker[Session], plan: ReplayP
     def resend() -> None:
         with session_scope(sessions) as session:
             now = replay_repo.item_statuses(session)
+        # A partition with an item being assessed has a live chain (a long item, not a
+        # lost message): sending it again would only add a chain that waits on it.
         pool.assess([rest for p in plan.partitions
-                     if (rest := [i for i in p if now.get(i) not in FINAL_STATUSES])])
+                     if (rest := [i for i in p if now.get(i) not in FINAL_STATUSES])
+                     and not any(now.get(i) == feeds_repo.ITEM_ASSESSING for i in rest)])
 
     pool.assess([p for p in todo if p])
     pool.wait(done, "assessing", progress, resend)

@@ -14,14 +14,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from store import repo
 from store.db import make_engine, session_scope
 from store.feed_models import FeedItemRow
-from workers.replay_manifest import Manifest, ReplayUsageError, read_manifest, run_store_url
+from workers.replay_manifest import (
+    STORE_FILE,
+    Manifest,
+    ReplayUsageError,
+    read_manifest,
+    run_store_url,
+)
 from workers.replay_plan import ItemScan
-from workers.replay_run import scan_path
+from workers.replay_run import FINAL_STATUSES, scan_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +107,22 @@ class RunDiff:
 Key = tuple[str, str]
 
 
-def _load(run_dir: Path) -> tuple[Manifest, dict[Key, Message | None], dict[Key, str]]:
-    """A run's manifest, each item's message (or None) and each item's time."""
+def _load(run_dir: Path) -> tuple[Manifest, dict[Key, Message | None], dict[Key, str], int]:
+    """A run's manifest, each item's message (or None), each item's time, items not final."""
     manifest = read_manifest(run_dir)
     if manifest is None:
         raise ReplayUsageError(f"{run_dir}: not a replay run directory (no run.json)")
+    if not (run_dir / STORE_FILE).is_file():
+        raise ReplayUsageError(f"{run_dir}: the replay has no store yet ({STORE_FILE}); "
+                               "run it first")
     engine = make_engine(run_store_url(run_dir))
     messages: dict[Key, Message | None] = {}
     times: dict[Key, str] = {}
     try:
         with session_scope(engine) as session:
+            unfinished = int(session.scalar(select(func.count()).select_from(FeedItemRow)
+                                            .where(FeedItemRow.status.not_in(
+                                                tuple(FINAL_STATUSES)))) or 0)
             alerts = {a.identifier: a for a in repo.list_alerts(session)}
             for row in session.scalars(select(FeedItemRow).where(
                     FeedItemRow.status.in_(("assessed", "skipped")))):
@@ -123,7 +135,7 @@ def _load(run_dir: Path) -> tuple[Manifest, dict[Key, Message | None], dict[Key,
                     if path.exists() else ""
     finally:
         engine.dispose()
-    return manifest, messages, times
+    return manifest, messages, times, unfinished
 
 
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
@@ -132,12 +144,15 @@ def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     Raises:
         ReplayUsageError: a directory is not a replay run.
     """
-    man_a, msgs_a, times = _load(run_a)
-    man_b, msgs_b, times_b = _load(run_b)
+    man_a, msgs_a, times, open_a = _load(run_a)
+    man_b, msgs_b, times_b, open_b = _load(run_b)
     times = {**times_b, **times}
     notes = [f"the runs differ in {k}" for k in ("source", "window", "feeds", "regions",
                                                  "settings")
              if getattr(man_a, k) != getattr(man_b, k)]
+    notes += [f"run {name} ({path}) is not finished: {count} item(s) not assessed yet; run "
+              "its command again to complete it" for name, path, count in
+              (("A", run_a, open_a), ("B", run_b, open_b)) if count]
     common = sorted(set(msgs_a) & set(msgs_b), key=lambda k: (times.get(k, ""), k))
     parent: dict[str, str] = {}
 

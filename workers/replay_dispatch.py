@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -113,9 +114,14 @@ def drain_as_of(ctx: DispatchContext, *, max_steps: int = 100_000) -> Counter[st
             at = _next_due(session, after=at)
         if at is None:
             break
-        for outcome in drain(ctx, now=lambda step=at: step, max_wait_s=0.0):
+        for outcome in drain(ctx, now=_clock(at), max_wait_s=0.0):
             outcomes[outcome.outcome] += 1
     return outcomes
+
+
+def _clock(at: datetime) -> Callable[[], datetime]:
+    """A clock stopped at ``at``."""
+    return lambda: at
 
 
 def _next_due(session: Session, *, after: datetime | None) -> datetime | None:

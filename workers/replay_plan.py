@@ -11,7 +11,9 @@ items, and its ``last_seen`` the event time of one of its items. So items are pa
 2. items of one kind whose footprints touch are linked (transitively);
 3. each linked group, in event-time order, is cut where two consecutive items are more
    than the window apart: nothing before the gap can match anything after it;
-4. pieces that share a producer event id are joined again (that rule has no time limit).
+4. pieces that share a producer event id are joined again (that rule has no time limit),
+   and so are pieces holding items that would open an event under the same id
+   (``alerts.events.new_event_id``: same kind, same second, centroids rounding alike).
 
 No item of one partition can then match an event of another, so partitions run in
 parallel and each one in order (event time, then issue time, then checksum) gives exactly
@@ -30,6 +32,8 @@ from typing import Any
 import shapely
 from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
+
+from alerts.events import CENTROID_DECIMALS
 
 FOOTPRINT_TOUCH_DEG = 1e-6
 """Footprints closer than this (degrees, about 0.1 m) are linked: errs on the side of one
@@ -153,11 +157,14 @@ def plan_replay(scans: Iterable[ItemScan], *, since: datetime, until: datetime,
     kept: list[ItemScan] = []
     for scan in scans:
         at = scan.replay_time
-        if at is not None and not since <= at < until:
+        outside = at is not None and not since <= at < until
+        if scan.quarantined is not None and not (outside and scan.time_from == "source"):
+            # Unreadable, and no time the source states puts it outside the window (a fetch
+            # time or mtime says nothing of the payload): set aside, so it is seen.
+            excluded[scan.item_id] = (STATUS_QUARANTINED, scan.quarantined)
+        elif outside:
             excluded[scan.item_id] = (STATUS_SKIPPED, f"outside the window ({scan.replay_at}, "
                                       f"from the {scan.time_from} time)")
-        elif scan.quarantined is not None:
-            excluded[scan.item_id] = (STATUS_QUARANTINED, scan.quarantined)
         else:
             kept.append(scan)
     kept.sort(key=lambda s: s.order_key)
@@ -188,10 +195,14 @@ def _partitions(scans: Sequence[ItemScan], window: timedelta) -> list[list[ItemS
             if _event_time(scans[after]) - _event_time(scans[before]) <= window:
                 pieces.union(before, after)
     by_source: dict[tuple[str | None, str], int] = {}
+    same_second: dict[tuple[str | None, str], list[int]] = defaultdict(list)
     for index, scan in enumerate(scans):
         if scan.source_event_id:
             key = (scan.kind, scan.source_event_id)
             pieces.union(by_source.setdefault(key, index), index)
+        same_second[(scan.kind, _event_time(scan).isoformat(timespec="seconds"))].append(index)
+    for members in same_second.values():
+        _join_same_new_id(scans, members, pieces)
     out: dict[int, list[ItemScan]] = defaultdict(list)
     for index, scan in enumerate(scans):
         out[pieces.find(index)].append(scan)
@@ -215,6 +226,29 @@ def _link_footprints(scans: Sequence[ItemScan]) -> _UnionFind:
             for hit in tree.query(geom, predicate="dwithin", distance=FOOTPRINT_TOUCH_DEG):
                 linked.union(i, shapes[int(hit)][0])
     return linked
+
+
+def _join_same_new_id(scans: Sequence[ItemScan], members: list[int],
+                      pieces: _UnionFind) -> None:
+    """Join items of one kind and second whose new events could get one id.
+
+    ``alerts.events.new_event_id`` hashes the kind, the second and the footprint centroid
+    rounded to ``CENTROID_DECIMALS``: two such items interact through that id (the second
+    would overwrite the first's event), so their order must not depend on scheduling.
+    Centroids closer than one rounding step (or both empty) may round alike: joined.
+    """
+    step = 10.0 ** -CENTROID_DECIMALS + FOOTPRINT_TOUCH_DEG
+    where = []
+    for index in members:
+        geom = _geometry(scans[index].footprint_wkt)
+        where.append(None if geom.is_empty else geom.centroid)
+    for i, a in enumerate(members):
+        for j in range(i + 1, len(members)):
+            ca, cb = where[i], where[j]
+            if (ca is None and cb is None) or (
+                    ca is not None and cb is not None
+                    and abs(ca.x - cb.x) <= step and abs(ca.y - cb.y) <= step):
+                pieces.union(a, members[j])
 
 
 def _event_time(scan: ItemScan) -> datetime:

@@ -87,7 +87,8 @@ class ReplayPool:
                     mark_failed(self._context(), item_id, exc)
                     break
                 raise
-            progress(phase, *done())
+            count, total = done()
+            progress(phase, max(count, 0), total)
         last, since = -1, time.monotonic()
         while True:
             count, total = done()
@@ -100,9 +101,11 @@ class ReplayPool:
                 resend()
                 since = time.monotonic()
             gone = [p for p in self.procs if p.poll() is not None]
-            if self.procs and len(gone) == len(self.procs):
-                raise ReplayError(f"every replay worker exited (codes "
-                                  f"{[p.returncode for p in gone]}); see "
+            if gone:
+                # A worker never exits on its own: the item it held stays claimed for this
+                # command's life, and its chain cannot go on. Stop; resuming resets it.
+                raise ReplayError(f"{len(gone)} of {len(self.procs)} replay worker(s) exited "
+                                  f"(codes {[p.returncode for p in gone]}); see "
                                   f"{self.run_dir / 'logs'}; run the same command to resume")
             time.sleep(POLL_S)
 
@@ -143,21 +146,27 @@ def start_workers(workers: int, broker_url: str | None, run_dir: Path,
             with open(logs / f"worker-{n + 1}.log", "ab") as log:
                 procs.append(subprocess.Popen([*cmd, "--name", f"replay{n + 1}"], env=env,
                                               stdout=log, stderr=subprocess.STDOUT,
-                                              preexec_fn=_die_with_parent))
+                                              preexec_fn=_die_with(os.getpid())))
         yield ReplayPool(run_dir, manifest, app, procs)
     finally:
         _stop(procs)
         purge(app, manifest.run_id)
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the replay command dies (Linux), not left orphaned."""
-    try:
-        import ctypes
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """The child's pre-exec step: be killed when the replay command dies (Linux)."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def die_with_parent() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent_pid:  # the command died before the prctl: no orphan
+            os._exit(1)
+
+    return die_with_parent
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,8 +126,7 @@ def scan_item(ctx: ReplayContext, item_id: int) -> ItemScan:
     try:
         hazard, classes = _read(ctx, ctx.feed(item.feed_id), Path(item.archive_path))
     except FeedError as exc:
-        scan = ItemScan(**{**_fields(base),
-                           "quarantined": f"cannot read {item.original_name}: {exc}"})
+        scan = replace(base, quarantined=f"cannot read {item.original_name}: {exc}")
     except (GeoError, AlertError, KeyError):
         scan = base  # read but not assessable: the assessment says why, as live does
     else:
@@ -146,10 +145,6 @@ def scan_item(ctx: ReplayContext, item_id: int) -> ItemScan:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, scan.to_json().encode("utf-8"))
     return scan
-
-
-def _fields(scan: ItemScan) -> dict[str, object]:
-    return {name: getattr(scan, name) for name in ItemScan.__dataclass_fields__}
 
 
 def _read(ctx: ReplayContext, feed: FeedConfig, path: Path) -> tuple[HazardGrid,

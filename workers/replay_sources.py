@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -174,8 +175,8 @@ def _from_stac(catalog: Path, feeds: Sequence[FeedConfig]) -> tuple[list[SourceI
     return items, notes
 
 
-def _choose_asset(item: object, name: str | None) -> object | None:
-    assets = item.assets  # type: ignore[attr-defined]
+def _choose_asset(item: Any, name: str | None) -> Any | None:
+    assets = item.assets
     if name is not None:
         return assets.get(name)
     for asset in assets.values():

@@ -262,3 +262,69 @@ def test_bad_arguments_fail_with_a_message_naming_them(
     assert "--dispatch 'email'" in _said(result)
     result = runner.invoke(app, ["replay", "--archive", str(material.source)])
     assert result.exit_code == 2 and "--from, --to, --out" in _said(result)
+
+
+def test_an_out_that_is_a_file_or_a_folder_of_other_things_is_refused(
+        material: ReplayMaterial, tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n", encoding="utf-8")
+    result = _replay(material, a_file, code=2)
+    assert f"--out {a_file}: a file, not a run folder" in _said(result).replace(
+        f"{tmp_path} /", f"{tmp_path}/")
+    result = _replay(material, tmp_path, code=2)  # holds notes.txt, no run.json
+    assert "holds no replay" in _said(result) and "notes.txt" in _said(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_corrupt_file_in_a_folder_source_is_quarantined_not_skipped(
+        material: ReplayMaterial, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "shakemap").mkdir(parents=True)
+    (source / "shakemap" / "broken.xml").write_text("<not a shakemap", encoding="utf-8")
+    out = tmp_path / "run"
+    _replay(material, out, "--feeds", "shakemap", source=source)
+    rows = _rows(out / "outputs" / "items.csv")
+    assert [(r["name"], r["status"]) for r in rows] == [("broken.xml", "quarantined")]
+    assert rows[0]["reason"].startswith("cannot read broken.xml")
+    assert list((out / "archive" / "quarantine").rglob("*.reason.json"))
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(
+        material: ReplayMaterial, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.replay
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers.replay, "run_replay", interrupted)
+    result = _replay(material, tmp_path / "r", code=130)
+    assert "interrupted" in _said(result) and "same command again" in _said(result)
+
+
+def test_replay_diff_refuses_a_run_without_a_store_and_creates_nothing(
+        baseline: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "run.json").write_bytes((baseline / "run.json").read_bytes())
+    result = runner.invoke(app, ["replay", "diff", str(baseline), str(bare)])
+    assert result.exit_code == 2 and "has no store yet" in _said(result)
+    assert sorted(p.name for p in bare.iterdir()) == ["run.json"]
+
+
+def test_replay_diff_notes_an_unfinished_run_and_items_only_one_run_holds(
+        baseline: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from store.feed_models import FeedItemRow
+
+    partial = tmp_path / "partial"
+    shutil.copytree(baseline, partial)
+    engine = make_engine(f"sqlite:///{partial / 'store.sqlite'}")
+    with session_scope(engine) as session:
+        row = session.scalars(select(FeedItemRow).order_by(FeedItemRow.id.desc())).first()
+        row.status = "fetched"
+    engine.dispose()
+    result = runner.invoke(app, ["replay", "diff", str(baseline), str(partial)])
+    assert result.exit_code == 0, result.output
+    assert "is not finished: 1 item(s)" in _said(result)
+    assert "one run only (not compared): A 1, B 0" in _said(result)

@@ -136,3 +136,30 @@ def test_the_pool_sends_steps_again_when_nothing_progresses(monkeypatch, tmp_pat
     seen: list[tuple[str, int, int]] = []
     pool.wait(lambda: (state["done"], 3), "assessing", lambda *a: seen.append(a), resend)
     assert state["resent"] == 1 and seen[-1] == ("assessing", 3, 3)
+
+
+def test_an_unreadable_item_is_quarantined_unless_the_source_time_puts_it_outside() -> None:
+    # A corrupt file in a folder has only its mtime (a copy: "now"): that says nothing of
+    # the payload, so it is set aside as unreadable, not skipped as out of the window.
+    copied = ItemScan(7, "feed", "sha256:" + "7" * 64, replay_at="2026-12-01T00:00:00+00:00",
+                      time_from="fetched", quarantined="cannot read bad.xml: not a grid")
+    stated = ItemScan(8, "feed", "sha256:" + "8" * 64, replay_at="2025-02-01T00:00:00+00:00",
+                      time_from="source", quarantined="cannot read old.tif: truncated")
+    got = plan(scan(1), copied, stated)
+    assert got.excluded[7] == ("quarantined", "cannot read bad.xml: not a grid")
+    assert got.excluded[8][0] == "skipped" and "outside the window" in got.excluded[8][1]
+
+
+def _tiny(item_id: int, x: float, *, hours: float = 0) -> ItemScan:
+    at = (T0 + timedelta(hours=hours)).isoformat()
+    return ItemScan(item_id, "feed", f"sha256:{item_id:064x}", replay_at=at, time_from="file",
+                    event_at=at, kind="flood_depth",
+                    footprint_wkt=shapely.box(x, 0, x + 0.001, 0.001).wkt)
+
+
+def test_items_that_could_open_events_under_one_id_share_a_partition() -> None:
+    # Disjoint footprints, centroids 0.003 degree apart, the same second: new_event_id
+    # would give both new events one id, so they must run in one fixed order.
+    assert plan(_tiny(1, 0.0), _tiny(2, 0.003)).partitions == ((1, 2),)
+    assert plan(_tiny(1, 0.0), _tiny(2, 0.003, hours=1)).partitions == ((1,), (2,))
+    assert plan(_tiny(1, 0.0), _tiny(2, 0.5)).partitions == ((1,), (2,))

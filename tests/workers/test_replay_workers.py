@@ -117,3 +117,78 @@ def test_a_replay_killed_midway_resumes_without_duplicating_alerts(
     assert sorted(identifiers) == sorted(p.removesuffix(".xml") for p in cap_files(one_worker))
     assert (out / "outputs" / "timeline.csv").read_bytes() == \
         (one_worker / "outputs" / "timeline.csv").read_bytes()
+
+
+def test_a_run_with_a_failed_item_resumes_on_workers_and_completes(
+        material: ReplayMaterial, one_worker: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.replay_run
+
+    real = workers.replay_run.run_assess
+
+    def flaky(path: Path, *args: object, **kwargs: object) -> object:
+        if path.name == "flood_depth_run2.tif":
+            raise RuntimeError("disk hiccup")
+        return real(path, *args, **kwargs)
+
+    out = tmp_path / "failed"
+    monkeypatch.setattr(workers.replay_run, "run_assess", flaky)
+    result = runner.invoke(app, replay_args(material.source, out, "--workers", "0"),
+                           env=replay_env(material))
+    assert result.exit_code == 1 and "disk hiccup" in " ".join(result.output.split())
+    monkeypatch.undo()
+    # The old "failed: ..." reason must not read as a failure of the resumed run.
+    result = runner.invoke(app, replay_args(material.source, out, "--workers", "1"),
+                           env=replay_env(material))
+    assert result.exit_code == 0, result.output
+    assert "1 item(s) that failed in an earlier run" in " ".join(result.output.split())
+    assert cap_files(out) == cap_files(one_worker)
+    assert (out / "outputs" / "timeline.csv").read_bytes() == \
+        (one_worker / "outputs" / "timeline.csv").read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def test_a_worker_that_dies_stops_the_replay_with_a_message_and_it_resumes(
+        material: ReplayMaterial, one_worker: Path, tmp_path: Path) -> None:
+    # The item a dead worker held stays claimed while the command lives: waiting on it
+    # would hang for ever. The command stops instead, and the same command resumes.
+    out = tmp_path / "lost-worker"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOCSIN_")}
+    env.update(replay_env(material))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from workers.cli.main import main; main()",
+         *replay_args(material.source, out, "--workers", "2")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while _final_items(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        said, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    text = " ".join(said.decode().split())
+    assert proc.returncode == 1, text
+    assert "1 of 2 replay worker(s) exited" in text
+    time.sleep(0.5)
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()
+                and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"]
+    result = runner.invoke(app, replay_args(material.source, out, "--workers", "1"),
+                           env=replay_env(material))
+    assert result.exit_code == 0, result.output
+    assert cap_files(out) == cap_files(one_worker)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from feeds.errors import FeedError
@@ -111,7 +111,7 @@ def _run(request, out: Path, settings):  # noqa: ANN001, ANN202 - typed in worke
     bar = Progress(TextColumn("{task.description:<10}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total} items"), TimeElapsedColumn(),
                    console=console, transient=False, disable=not console.is_terminal)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
@@ -121,6 +121,9 @@ def _run(request, out: Path, settings):  # noqa: ANN001, ANN202 - typed in worke
     try:
         with bar:
             return run_replay(request, out, live=settings, progress=progress)
+    except KeyboardInterrupt as exc:
+        raise _fail(f"interrupted: run the same command again to resume the run in {out}",
+                    130) from exc
     except ReplayUsageError as exc:
         raise _fail(str(exc), 2) from exc
     except (ReplayInputError, FeedError) as exc:
@@ -187,6 +190,9 @@ def replay_diff(
                   f"{totals['level']}, type changed {totals['type']}; events gained "
                   f"{totals['events_gained']}, lost {totals['events_lost']}, changed "
                   f"{totals['events_changed']}, same {totals['events_same']}")
+    if result.only_a or result.only_b:
+        console.print(f"items replayed in one run only (not compared): A {result.only_a}, "
+                      f"B {result.only_b}")
     for note in result.notes:
         console.print(f"note: {note}")
 
