@@ -106,7 +106,9 @@ def read_only_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]
     holding the write lock) and never hold one up. A write in such a transaction fails at
     once when another writer is active, so only reads may use it. PostgreSQL is unchanged.
     """
-    engine = sessions.kw["bind"]
+    engine = sessions.kw.get("bind")
+    if engine is None:  # an unbound factory (a schema-only app): nothing to change
+        return sessions
     return sessionmaker(bind=engine.execution_options(**{READ_ONLY_OPTION: True}),
                         expire_on_commit=False)
 
