@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +48,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_dispatch import postgres_reachable, postgres_schema_url  # noqa: E402
+from bench.bench_dispatch import (  # noqa: E402
+    postgres_reachable,
+    postgres_schema_url,
+    stop_group,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FEED_ENTRIES = 500
@@ -228,13 +231,7 @@ def server(cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path
         time.sleep(1.0)  # the other worker processes, if any, come up meanwhile
         yield proc.pid
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
 
 
 def api_server(url: str, data_dir: Path, feed_dir: Path, workers: int, log: Path

@@ -313,6 +313,21 @@ def sqlite_store(folder: Path) -> Iterator[Store]:
         store.close()
 
 
+def stop_group(proc: subprocess.Popen[Any], grace_s: float = 20.0) -> None:
+    """Stop a process started with ``start_new_session=True``, its children too.
+
+    SIGTERM to the group, then SIGKILL when it has not exited after ``grace_s``.
+    """
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 @contextmanager
 def postgres_schema_url(prefix: str = "tocsin_bench") -> Iterator[str]:
     """A fresh schema on the test PostgreSQL (PostGIS from ``public``), dropped afterwards."""
@@ -397,13 +412,7 @@ def running_worker(env: dict[str, str], log: Path, concurrency: int) -> Iterator
     try:
         yield
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
 
 
 def make_app(data_dir: Path) -> Any:

@@ -67,7 +67,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +91,7 @@ from bench.bench_dispatch import (  # noqa: E402
     postgres_schema_url,
     redis_reachable,
     sample_body,
+    stop_group,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -295,13 +295,7 @@ def running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc, grace_s=30.0)
 
 
 def drop(src: Path, incoming: Path, name: str) -> float:
