@@ -30,16 +30,9 @@ def deployment_region(app: FastAPI) -> tuple[Bounds | None, set[str] | None]:
             if region is None:
                 state.region_context = (None, None)
             else:
-                from pyproj import Transformer
+                from feeds.region import subscription_context
 
-                from feeds.region import load_region_pack
-
-                pack = load_region_pack(Path(region))
-                to_lonlat = Transformer.from_crs(pack.population.grid.crs, "EPSG:4326",
-                                                 always_xy=True)
-                bounds = to_lonlat.transform_bounds(*pack.population.grid.bounds)
-                zones = set(pack.zones["zone_id"]) if pack.zones is not None else None
-                state.region_context = (bounds, zones)
+                state.region_context = subscription_context(Path(region))
     return state.region_context
 
 

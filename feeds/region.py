@@ -84,6 +84,7 @@ from geo.errors import GeometryRepairedWarning, LayerKindError
 from geo.grid import Grid
 from geo.raster import Raster
 from geo.region import DEFAULT_MIN_PUBLIC_COUNT, RegionPack
+from geo.transformers import transformer
 from geo.types import FacilityType
 
 MAX_PLAUSIBLE_DENSITY_KM2 = 100_000.0
@@ -139,6 +140,20 @@ def load_region_pack(manifest_path: Path) -> RegionPack:
         access_threshold_min=m.number(region, "region", "access_threshold_min", 60.0),
         source=str(path),
     )
+
+def subscription_context(manifest_path: Path
+                         ) -> tuple[tuple[float, float, float, float], set[str] | None]:
+    """What a subscription is checked against: the pack's lon/lat bounds and its zone ids.
+
+    Zone ids are None when the pack has no zones. Used by ``tocsin subscribe add`` and by
+    the API (``TOCSIN_REGION``), so both accept and refuse the same subscriptions.
+    """
+    pack = load_region_pack(manifest_path)
+    grid = pack.population.grid
+    bounds = transformer(grid.crs, "EPSG:4326").transform_bounds(*grid.bounds)
+    zones = set(pack.zones["zone_id"]) if pack.zones is not None else None
+    return bounds, zones
+
 
 def _load_population(m: Manifest, default_crs: CRS | None) -> Raster:
     """Population as people per cell; densities are converted with the true cell areas."""

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from fastapi.testclient import TestClient
 from lxml import etree
-from tocsin_testing.api import ApiWorld
+from tocsin_testing.api import NOW, ApiWorld, public_resolver
+from tocsin_testing.tiny_pack import build_pack
 
 from alerts.cap_schema import schema_problems
+from api import create_app
+from api.settings import ApiSettings
+from feeds.region import subscription_context
 from store import repo
 from store.db import session_scope
 
@@ -162,3 +169,25 @@ def test_an_agency_publishes_only_into_cap_feeds_named_after_itself(world: ApiWo
     own = world.client.post("/v1/subscriptions", json=_new_subscription(
         channels=channels("north-quakes")), headers=world.north)
     assert own.status_code == 201, own.text
+
+
+def test_with_a_deployment_region_zone_codes_and_areas_are_checked_against_it(
+        world: ApiWorld, tmp_path: Path) -> None:
+    build_pack(tmp_path / "tiny")
+    manifest = tmp_path / "tiny" / "region.toml"
+    minx, miny, maxx, maxy = subscription_context(manifest)[0]
+    app = create_app(ApiSettings(data_dir=world.data_dir, api_rate_per_min=0, region=manifest),
+                     sessions=world.sessions, clock=lambda: NOW, resolve=public_resolver)
+    inside = {"type": "Polygon", "coordinates": [[[minx, miny], [maxx, miny], [maxx, maxy],
+                                                  [minx, maxy], [minx, miny]]]}
+    far = {"type": "Polygon", "coordinates": [[[100, 10], [101, 10], [101, 11], [100, 11],
+                                               [100, 10]]]}
+    with TestClient(app) as client:
+        def post(sub_id: str, **body: object) -> int:
+            fields = _new_subscription(**{"subscription_id": sub_id, "area": None, **body})
+            return client.post("/v1/subscriptions", json=fields, headers=world.north).status_code
+
+        assert post("zones-ok", zone_codes=["A"]) == 201
+        assert post("zones-unknown", zone_codes=["Z9"]) == 422
+        assert post("area-inside", area=inside) == 201
+        assert post("area-far", area=far) == 422

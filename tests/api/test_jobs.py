@@ -24,13 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pytest
-import rasterio
-import shapely
 from affine import Affine
 from tocsin_testing.api import NOW, ApiWorld
+from tocsin_testing.tiny_pack import build_pack, tif_bytes
 
 from api.errors import ApiError
 from api.uploads import hazard_file_name
@@ -39,41 +37,12 @@ from store.api_models import OverlayJobRow
 from store.db import session_scope
 from workers.analysis_job import RESULT_FILES, redrive_jobs, run_analysis_job
 
-X0, Y0 = 4_000_000.0, 3_000_000.0
-GRID = Affine(1000.0, 0.0, X0, 0.0, -1000.0, Y0)
-
-
-def _tif_bytes(values: np.ndarray, transform: Affine = GRID, path: Path | None = None) -> bytes:
-    profile = {"driver": "GTiff", "height": values.shape[0], "width": values.shape[1],
-               "count": 1, "dtype": "float32", "crs": "EPSG:3035", "transform": transform}
-    with rasterio.MemoryFile() as memory:
-        with memory.open(**profile) as dst:
-            dst.write(values.astype("float32"), 1)
-        data = memory.read()
-    if path is not None:
-        path.write_bytes(data)
-    return data
-
 
 def _hazard() -> np.ndarray:
     values = np.zeros((10, 10), dtype="float32")
     values[:, :3] = 1.0
     values[:4, 3:7] = 2.0
     return values
-
-
-def _build_pack(folder: Path) -> None:
-    folder.mkdir(parents=True)
-    people = np.full((10, 10), 10.0, dtype="float32")
-    people[:, 5:] = 1.0
-    _tif_bytes(people, path=folder / "population.tif")
-    gpd.GeoDataFrame({"zone_id": ["A", "B"], "name": ["West", "East"]},
-                     geometry=[shapely.box(X0, Y0 - 10_000, X0 + 5_000, Y0),
-                               shapely.box(X0 + 5_000, Y0 - 10_000, X0 + 10_000, Y0)],
-                     crs="EPSG:3035").to_file(folder / "zones.gpkg")
-    (folder / "region.toml").write_text(
-        '[region]\nname = "Tiny"\n\n[population]\npath = "population.tif"\nkind = "counts"\n'
-        '\n[zones]\npath = "zones.gpkg"\nid = "zone_id"\nname = "name"\n', encoding="utf-8")
 
 
 @dataclass
@@ -102,7 +71,7 @@ class Jobs:
 
 @pytest.fixture
 def jobs(world: ApiWorld) -> Jobs:
-    _build_pack(world.data_dir / "regions" / "tiny")
+    build_pack(world.data_dir / "regions" / "tiny")
     sent: list[str] = []
     world.client.app.state.enqueue_overlay_job = sent.append  # type: ignore[attr-defined]
     return Jobs(world, sent)
@@ -113,7 +82,7 @@ def _field(answer) -> str:  # noqa: ANN001
 
 
 def test_an_uploaded_geotiff_runs_to_done_with_the_hand_computed_exposure(jobs: Jobs) -> None:
-    answer = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()))
+    answer = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()))
     assert answer.status_code == 202, answer.text
     job = answer.json()
     assert answer.headers["Location"] == f"/v1/jobs/{job['job_id']}" == job["url"]
@@ -134,7 +103,7 @@ def test_an_uploaded_geotiff_runs_to_done_with_the_hand_computed_exposure(jobs: 
 
 
 def test_each_result_downloads_with_its_media_type(jobs: Jobs) -> None:
-    job_id = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"]
+    job_id = jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"]
     jobs.run(job_id)
     signatures = {"exposure.csv": b"zone_id,", "access.csv": b"zone_id,",
                   "footprint.gpkg": b"SQLite format 3\x00", "map.png": b"\x89PNG",
@@ -149,7 +118,7 @@ def test_each_result_downloads_with_its_media_type(jobs: Jobs) -> None:
 
 
 def test_progress_is_written_step_by_step_while_the_overlay_runs(jobs: Jobs) -> None:
-    job_id = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"]
+    job_id = jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"]
     seen: list[tuple[float, str | None]] = []
     import workers.overlay_job as pipeline
 
@@ -245,17 +214,17 @@ def test_an_empty_upload_is_422_and_one_over_the_limit_413_both_naming_hazard(
 
 
 def test_an_unknown_region_is_422_naming_region_and_listing_the_packs(jobs: Jobs) -> None:
-    answer = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()), region="atlantis")
+    answer = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()), region="atlantis")
     assert answer.status_code == 422 and _field(answer) == "region"
     assert "tiny" in answer.json()["detail"]
-    traversal = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()), region="../tiny")
+    traversal = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()), region="../tiny")
     assert traversal.status_code == 422 and _field(traversal) == "region"
 
 
 @pytest.mark.parametrize("breaks", ["1,abc", "1.5,0.5", "0.5,0.5", "nan", "1,inf", ",",
                                     ",".join(str(i) for i in range(30))])
 def test_bad_breaks_are_422_naming_breaks(jobs: Jobs, breaks: str) -> None:
-    answer = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()), breaks=breaks)
+    answer = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()), breaks=breaks)
     assert answer.status_code == 422, answer.text
     assert _field(answer) == "breaks"
     assert jobs.rows() == 0
@@ -269,7 +238,7 @@ def test_bad_breaks_are_422_naming_breaks(jobs: Jobs, breaks: str) -> None:
 ])
 def test_bad_reader_options_are_422_naming_the_field(jobs: Jobs, fields: dict[str, str],
                                                      field: str) -> None:
-    answer = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()), **fields)
+    answer = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()), **fields)
     assert answer.status_code == 422, answer.text
     assert _field(answer) == field
 
@@ -277,14 +246,14 @@ def test_bad_reader_options_are_422_naming_the_field(jobs: Jobs, fields: dict[st
 def test_neither_or_both_a_file_and_a_feed_item_is_422_naming_hazard(jobs: Jobs) -> None:
     neither = jobs.submit(jobs.world.north)
     assert neither.status_code == 422 and _field(neither) == "hazard"
-    both = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()), feed_item=1)
+    both = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()), feed_item=1)
     assert both.status_code == 422 and _field(both) == "hazard"
     missing = jobs.submit(jobs.world.north, feed_item=999)
     assert missing.status_code == 422 and _field(missing) == "feed_item"
 
 
 def test_another_agency_and_an_admin_get_404_for_the_job_and_its_results(jobs: Jobs) -> None:
-    job_id = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"]
+    job_id = jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"]
     jobs.run(job_id)
     client = jobs.world.client
     for other in (jobs.world.south, jobs.world.admin):
@@ -296,7 +265,7 @@ def test_another_agency_and_an_admin_get_404_for_the_job_and_its_results(jobs: J
 
 
 def test_an_admin_key_submits_and_sees_its_own_jobs(jobs: Jobs) -> None:
-    answer = jobs.submit(jobs.world.admin, content=_tif_bytes(_hazard()))
+    answer = jobs.submit(jobs.world.admin, content=tif_bytes(_hazard()))
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
     assert jobs.world.client.get(f"/v1/jobs/{job_id}", headers=jobs.world.admin).status_code \
@@ -307,7 +276,7 @@ def test_an_admin_key_submits_and_sees_its_own_jobs(jobs: Jobs) -> None:
 
 def test_no_key_is_401_on_every_job_route(jobs: Jobs) -> None:
     client = jobs.world.client
-    assert jobs.submit({}, content=_tif_bytes(_hazard())).status_code == 401
+    assert jobs.submit({}, content=tif_bytes(_hazard())).status_code == 401
     assert client.get("/v1/jobs").status_code == 401
     assert client.get(f"/v1/jobs/{'0' * 32}").status_code == 401
     assert client.get(f"/v1/jobs/{'0' * 32}/results/map.png").status_code == 401
@@ -315,7 +284,7 @@ def test_no_key_is_401_on_every_job_route(jobs: Jobs) -> None:
 
 
 def test_results_are_409_until_the_job_is_done_and_404_for_unknown_names(jobs: Jobs) -> None:
-    job_id = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"]
+    job_id = jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"]
     client, north = jobs.world.client, jobs.world.north
     waiting = client.get(f"/v1/jobs/{job_id}/results/exposure.csv", headers=north)
     assert waiting.status_code == 409 and "queued" in waiting.json()["detail"]
@@ -327,7 +296,7 @@ def test_results_are_409_until_the_job_is_done_and_404_for_unknown_names(jobs: J
 
 
 def test_a_hazard_that_misses_the_region_fails_the_job_with_the_reason(jobs: Jobs) -> None:
-    far = _tif_bytes(_hazard(), transform=Affine(1000.0, 0.0, 100_000.0, 0.0, -1000.0, 100_000.0))
+    far = tif_bytes(_hazard(), transform=Affine(1000.0, 0.0, 100_000.0, 0.0, -1000.0, 100_000.0))
     job_id = jobs.submit(jobs.world.north, content=far).json()["job_id"]
     assert jobs.run(job_id).status == "failed"
     failed = jobs.world.client.get(f"/v1/jobs/{job_id}", headers=jobs.world.north).json()
@@ -349,7 +318,7 @@ def test_a_corrupt_geotiff_fails_the_job_saying_it_could_not_be_read(jobs: Jobs)
 def test_a_stored_feed_item_is_overlaid_by_its_id(jobs: Jobs, tmp_path: Path) -> None:
     archived = tmp_path / "archive" / "flood-run.tif"
     archived.parent.mkdir()
-    _tif_bytes(_hazard(), path=archived)
+    tif_bytes(_hazard(), path=archived)
     with session_scope(jobs.world.sessions) as session:
         item_id, _ = feeds_repo.add_item(
             session, feed_id="floods", checksum="sha256:abc", archive_path=str(archived),
@@ -371,7 +340,7 @@ def test_jobs_are_listed_newest_first_one_page_at_a_time(jobs: Jobs) -> None:
     ids = []
     for minute in range(3):
         state.clock = lambda minute=minute: NOW + timedelta(minutes=minute)
-        ids.append(jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"])
+        ids.append(jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"])
     client = jobs.world.client
     first = client.get("/v1/jobs?limit=2", headers=jobs.world.north).json()
     assert [j["job_id"] for j in first["items"]] == ids[::-1][:2] and first["next"]
@@ -387,7 +356,7 @@ def test_a_job_stays_queued_when_the_broker_is_down_and_the_redrive_sends_it(
         raise ConnectionRefusedError("broker down")
 
     jobs.world.client.app.state.enqueue_overlay_job = broker_down  # type: ignore[attr-defined]
-    answer = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard()))
+    answer = jobs.submit(jobs.world.north, content=tif_bytes(_hazard()))
     assert answer.status_code == 202 and answer.json()["status"] == "queued"
     sent: list[str] = []
     assert redrive_jobs(jobs.world.sessions, sent.append, now=NOW + timedelta(seconds=30)) == []
@@ -397,7 +366,7 @@ def test_a_job_stays_queued_when_the_broker_is_down_and_the_redrive_sends_it(
 
 def test_a_job_is_claimed_by_one_worker_only_and_again_once_its_worker_is_gone(
         jobs: Jobs) -> None:
-    job_id = jobs.submit(jobs.world.north, content=_tif_bytes(_hazard())).json()["job_id"]
+    job_id = jobs.submit(jobs.world.north, content=tif_bytes(_hazard())).json()["job_id"]
 
     def claim(at: datetime) -> jobs_repo.OverlayJobRecord | None:
         with session_scope(jobs.world.sessions) as session:
@@ -445,9 +414,9 @@ def test_a_real_worker_runs_a_job_the_api_handed_to_the_broker(
     if "postgresql" in request.node.callspec.id:
         pytest.skip("the PostgreSQL test schema is set per connection, not in a URL a "
                     "worker process could be given")
-    _build_pack(world.data_dir / "regions" / "tiny")
+    build_pack(world.data_dir / "regions" / "tiny")
     answer = world.client.post("/v1/jobs", data={"region": "tiny", "breaks": "0.5,1.5"},
-                               files={"hazard": ("flood.tif", _tif_bytes(_hazard()))},
+                               files={"hazard": ("flood.tif", tif_bytes(_hazard()))},
                                headers=world.north)
     assert answer.status_code == 202, answer.text
     request.getfixturevalue("worker")

@@ -122,15 +122,9 @@ def _region_context(region: Path | None) -> tuple[tuple[float, float, float, flo
                                                    set[str] | None]:
     if region is None:
         return None, None
-    from pyproj import Transformer
+    from feeds.region import subscription_context
 
-    from feeds.region import load_region_pack
-
-    pack = load_region_pack(region)
-    to_lonlat = Transformer.from_crs(pack.population.grid.crs, "EPSG:4326", always_xy=True)
-    bounds = to_lonlat.transform_bounds(*pack.population.grid.bounds)
-    zones = set(pack.zones["zone_id"]) if pack.zones is not None else None
-    return bounds, zones
+    return subscription_context(region)
 
 
 @subscribe_app.command("add")
