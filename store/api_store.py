@@ -330,10 +330,9 @@ def update_subscription(session: Session, subscription: Subscription) -> None:
         raise LookupError(f"no subscription {sub_id!r}")
     area = mapping.union_of_areas(subscription.areas_wkt, sub_id)
     fingerprint = mapping.subscription_fingerprint(subscription, area)
-    twin = session.scalar(select(SubscriptionRow.subscription_id).where(
-        SubscriptionRow.agency_id == subscription.agency_id,
-        SubscriptionRow.content_sha256 == fingerprint,
-        SubscriptionRow.subscription_id != sub_id))
+    from store.repo import subscription_twin  # store.repo imports this module
+
+    twin = subscription_twin(session, subscription.agency_id, fingerprint, other_than=sub_id)
     if twin is not None:
         raise ValueError(f"subscription {sub_id!r} would duplicate {twin!r} (same areas, zone "
                          "codes, hazard kinds and channels)")

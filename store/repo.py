@@ -150,10 +150,7 @@ def add_subscription(session: Session, subscription: Subscription) -> None:
         )
     if session.get(SubscriptionRow, sub_id) is not None:
         raise DuplicateSubscriptionError(f"subscription {sub_id!r} already exists")
-    twin = session.scalar(select(SubscriptionRow.subscription_id).where(
-        SubscriptionRow.agency_id == subscription.agency_id,
-        SubscriptionRow.content_sha256 == fingerprint,
-    ))
+    twin = subscription_twin(session, subscription.agency_id, fingerprint)
     if twin is not None:
         raise DuplicateSubscriptionError(
             f"subscription {sub_id!r} duplicates {twin!r} of agency {subscription.agency_id!r}"
@@ -166,6 +163,16 @@ def add_subscription(session: Session, subscription: Subscription) -> None:
             session.add(row)
     except IntegrityError as exc:  # a concurrent writer got there first
         raise DuplicateSubscriptionError(f"subscription {sub_id!r} already exists") from exc
+
+
+def subscription_twin(session: Session, agency_id: str, fingerprint: str,
+                      other_than: str | None = None) -> str | None:
+    """The id of the agency's subscription with this fingerprint (besides ``other_than``)."""
+    stmt = select(SubscriptionRow.subscription_id).where(
+        SubscriptionRow.agency_id == agency_id, SubscriptionRow.content_sha256 == fingerprint)
+    if other_than is not None:
+        stmt = stmt.where(SubscriptionRow.subscription_id != other_than)
+    return session.scalar(stmt)
 
 
 def list_subscriptions(session: Session, agency_id: str | None = None) -> list[Subscription]:

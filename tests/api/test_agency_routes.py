@@ -191,3 +191,21 @@ def test_with_a_deployment_region_zone_codes_and_areas_are_checked_against_it(
         assert post("zones-unknown", zone_codes=["Z9"]) == 422
         assert post("area-inside", area=inside) == 201
         assert post("area-far", area=far) == 422
+
+
+def test_replacing_a_subscription_with_the_settings_of_another_is_a_409(
+        world: ApiWorld) -> None:
+    assert world.client.post("/v1/subscriptions", json=_new_subscription(),
+                             headers=world.north).status_code == 201
+    twin = world.client.get("/v1/subscriptions/north-floods", headers=world.north).json()
+    body = _new_subscription(area=twin["area"], hazard_kinds=[], channels=twin["channels"],
+                             min_level="yellow", languages=["en"])
+    del body["subscription_id"]
+    answer = world.client.put("/v1/subscriptions/north-quakes", json=body, headers=world.north)
+    assert answer.status_code == 409 and "north-floods" in answer.json()["detail"]
+    unchanged = world.client.get("/v1/subscriptions/north-quakes", headers=world.north).json()
+    assert unchanged["hazard_kinds"] == ["shaking_mmi"]
+    # Replacing a subscription with its own settings is no duplicate of itself.
+    del twin["subscription_id"], twin["agency_id"]
+    same = world.client.put("/v1/subscriptions/north-floods", json=twin, headers=world.north)
+    assert same.status_code == 200, same.text
